@@ -1,0 +1,63 @@
+"""``lclm-docs``: the command line. Subcommands live in small modules that register themselves.
+
+Each module in ``COMMAND_MODULES`` exposes ``register(subparsers)`` and sets
+``func(args, settings) -> int`` on its parser. Errors a user can act on are
+printed as one line (no traceback) with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .settings import ENV_HOME, Settings
+
+COMMAND_MODULES = ["app.cli_model"]
+
+log = logging.getLogger("lclm_docs")
+
+
+class UserError(Exception):
+    """An error whose message tells the user what to do."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lclm-docs",
+        description="Latent Context Docs: ask questions over your folders through compressed latent context.",
+    )
+    p.add_argument("--data-dir", help=f"where all state lives (default: ${ENV_HOME}, else the user data directory)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", help="auto (default), float32, bfloat16 or float16")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    settings = Settings.from_env(args.data_dir, device=args.device, dtype=args.dtype)
+    try:
+        return int(args.func(args, settings) or 0)
+    except UserError as e:
+        print(f"lclm-docs: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

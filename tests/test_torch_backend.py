@@ -1,0 +1,125 @@
+"""The torch decoder backend: latent blocks as input embeddings, prefill, streaming generation."""
+
+import pytest
+import torch
+
+import tiny
+from lclm_core.backend import ContextLengthError, GenerationConfig, GenerationResult, _StopMatcher
+from lclm_core.inputs import DecoderInputs, EmbedSpan, Latents, Text, TokenSpan
+from lclm_core.torch_backend import TorchDecoder
+
+PROMPT = "The quick brown fox jumps over the lazy dog. Paris is the capital of"
+
+
+def backend(family="qwen", **kw) -> TorchDecoder:
+    return TorchDecoder(tiny.decoder(family), tiny.tokenizer(family), **kw)
+
+
+@pytest.mark.parametrize("family", ["qwen", "gemma"])
+def test_own_token_embeddings_as_a_latent_block_give_the_token_logits(family):
+    dec = backend(family)
+    ids = dec.build([Text(PROMPT)]).token_ids()
+    by_ids = dec.prefill(DecoderInputs([TokenSpan(tuple(ids))]))
+    dec.reset()
+    rows = dec.token_embeddings(ids[1:])  # scaled as the model scales them (Gemma: * sqrt(hidden))
+    by_embeds = dec.prefill(DecoderInputs([TokenSpan((ids[0],)), EmbedSpan(rows, dec.builder.placeholder_id)]))
+    torch.testing.assert_close(by_embeds, by_ids, rtol=0, atol=1e-5)
+
+
+def test_gemma_embeddings_are_scaled_and_qwen_are_not():
+    g, q = backend("gemma"), backend("qwen")
+    raw = g.model.model.embed_tokens.weight[5]
+    torch.testing.assert_close(g.token_embeddings([5])[0], raw * g.model.config.hidden_size**0.5)
+    torch.testing.assert_close(q.token_embeddings([5])[0], q.model.model.embed_tokens.weight[5])
+
+
+def test_prefill_in_pieces_equals_one_prefill():
+    dec = backend()
+    lat = torch.randn(5, dec.hidden_size)
+    whole = dec.prefill([Text("Context:"), Latents(lat), Text(" question?")])
+    dec.reset()
+    dec.prefill([Text("Context:"), Latents(lat)])
+    pieces = dec.prefill(dec.build([Text(" question?")]))
+    torch.testing.assert_close(pieces, whole, rtol=1e-4, atol=1e-5)
+    assert dec.n_past == len(dec.build([Text("Context:"), Latents(lat), Text(" question?")], add_bos=True))
+
+
+def test_greedy_generation_matches_transformers_generate():
+    dec = backend()
+    ids = dec.build([Text(PROMPT)]).token_ids()
+    expect = dec.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None)[0, len(ids):]
+    dec.reset()
+    res = GenerationResult()
+    logits = dec.prefill(dec.build([Text(PROMPT)]))
+    dec.eos_ids = set()  # random tiny model: let it run to max_new_tokens
+    pieces = list(dec.generate(GenerationConfig(max_new_tokens=12), logits=logits, result=res))
+    assert res.token_ids == expect.tolist()
+    assert res.finish_reason == "length"
+    assert "".join(pieces) == dec.tokenizer.decode(res.token_ids, skip_special_tokens=True)
+    assert len(pieces) > 1  # streamed, not one block at the end
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    dec = backend()
+    dec.eos_ids = set()
+
+    def run(seed):
+        return dec.complete([Text(PROMPT)], GenerationConfig(max_new_tokens=20, temperature=1.5, top_k=50, top_p=0.95, seed=seed))
+
+    assert run(1) == run(1)
+    assert len({run(s) for s in range(4)}) > 1
+
+
+def test_stop_string_ends_generation_and_is_not_emitted():
+    dec = backend()
+    dec.eos_ids = set()
+    full = dec.complete([Text(PROMPT)], GenerationConfig(max_new_tokens=30))
+    stop = full[5:8]
+    res = GenerationResult()
+    dec.reset()
+    logits = dec.prefill([Text(PROMPT)])
+    out = "".join(dec.generate(GenerationConfig(max_new_tokens=30, stop=[stop]), logits=logits, result=res))
+    assert out == full[: full.index(stop)]
+    assert res.finish_reason == "stop"
+
+
+def test_eos_ends_generation():
+    dec = backend()
+    res = GenerationResult()
+    logits = dec.prefill([Text(PROMPT)])
+    logits[:] = -1e9
+    logits[dec.tokenizer.eos_token_id] = 0
+    assert list(dec.generate(GenerationConfig(max_new_tokens=5), logits=logits, result=res)) == []
+    assert res.finish_reason == "eos"
+
+
+def test_prompt_past_the_context_is_a_clear_error():
+    dec = backend(n_ctx=32)
+    with pytest.raises(ContextLengthError, match="holds 32"):
+        dec.prefill([Text("x"), Latents(torch.zeros(40, dec.hidden_size))])
+    assert dec.n_past == 0  # nothing was run
+
+
+def test_generation_stops_at_the_context_end():
+    dec = backend(n_ctx=24)
+    dec.eos_ids = set()
+    res = GenerationResult()
+    logits = dec.prefill([Latents(torch.zeros(20, dec.hidden_size))])
+    list(dec.generate(GenerationConfig(max_new_tokens=50), logits=logits, result=res))
+    assert res.finish_reason == "context" and dec.n_past == 24
+
+
+@pytest.mark.parametrize(
+    "chunks, stops, out",
+    [
+        (["Hel", "Hello wo", "Hello world"], ["\n"], "Hello world"),
+        (["ans", "answer\nQ", "answer\nQuestion"], ["\nQuestion"], "answer"),
+        (["a<", "a<e", "a<x"], ["<end>"], "a<x"),  # held back, then released
+        (["STOP"], ["STOP"], ""),
+    ],
+)
+def test_stop_matcher_never_emits_a_stop_prefix(chunks, stops, out):
+    m = _StopMatcher(stops)
+    got = "".join(m.feed(c) for c in chunks)
+    got += m.flush()
+    assert got == out
