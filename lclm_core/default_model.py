@@ -34,6 +34,7 @@ from .checkpoint import CheckpointError, files_digest, load_adapter_state
 from .config import LCLMConfig
 from .device import Placement, resolve
 from .inputs import GEMMA_MEMORY_TOKENS
+from .lora import merge_lora_state
 from .model import LCLMCompressor
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,10 @@ class DefaultParts:
     def encoder_file(self) -> Path:
         return self.root / "encoder" / "layers.safetensors"
 
+    @property
+    def lora_file(self) -> Path:
+        return self.root / "encoder" / "lora.safetensors"
+
 
 def find_parts(ratio: int, parts_dir: Path | None = None) -> DefaultParts | None:
     """Shipped trained parts for ratio N that belong to this base file, if any."""
@@ -202,13 +207,22 @@ def default_compressor(
     n_layers = int(parts.meta.get("encoder_layers", DEFAULT_ENCODER_LAYERS)) if parts else DEFAULT_ENCODER_LAYERS
     backbone = truncated_view(model.model, n_layers)
     weights = [ensure_gguf()]
-    if parts and parts.encoder_file.exists():
+    if parts and (parts.encoder_file.exists() or parts.lora_file.exists()):
         # Trained encoder layers: the encoder gets its own copy instead of the shared ones.
         backbone.layers = copy.deepcopy(backbone.layers)
-        missing, unexpected = backbone.load_state_dict(_to(parts.encoder_file, placement), strict=False)
-        if unexpected:
-            raise CheckpointError(f"{parts.encoder_file}: unexpected keys {unexpected[:5]}")
-        weights.append(parts.encoder_file)
+        if parts.encoder_file.exists():
+            missing, unexpected = backbone.load_state_dict(_to(parts.encoder_file, placement), strict=False)
+            if unexpected:
+                raise CheckpointError(f"{parts.encoder_file}: unexpected keys {unexpected[:5]}")
+            weights.append(parts.encoder_file)
+        if parts.lora_file.exists():
+            # LoRA ships as A/B matrices (a few MB) and is merged into the copied layers,
+            # so inference runs plain Linear layers.
+            from safetensors.torch import load_file
+
+            merged = merge_lora_state(backbone, load_file(str(parts.lora_file)), float(parts.meta["lora_scale"]))
+            log.info("merged %d LoRA layers from %s", merged, parts.lora_file)
+            weights.append(parts.lora_file)
     if parts:
         weights.append(parts.root / "adapter" / "adapter.safetensors")
         weights_id = files_digest(weights[1:]) + gguf_sha256()

@@ -1,0 +1,359 @@
+"""The compressor trainer: the paper's staged recipe on accelerate, resumable, one command.
+
+Stages (each resumes from its own last checkpoint, and starts from the
+previous stage's with ``--init-from``):
+  adapter  - adapter only (lr 1e-3 in the paper);
+  encoder  - + LoRA on the encoder's layers (the encoder is a trainable copy of
+             the decoder's first layers; LoRA keeps the shipped parts small);
+  decoder  - + LoRA on the decoder (the teacher stays the untouched decoder).
+The objectives and their weights: see objectives.py.
+
+One process on a CPU here; the same command under ``accelerate launch`` runs
+data-parallel on several GPUs or nodes (each process samples its own
+examples; DDP averages gradients).
+
+    python -m lclm_core.train.trainer train --data data/shards --out runs/n4 --ratio 4 --stage adapter --steps 2000
+    accelerate launch -m lclm_core.train.trainer train ...            # several processes
+    python -m lclm_core.train.trainer eval --ckpt runs/n4/adapter/latest.pt --data data/shards
+    python -m lclm_core.train.trainer export --ckpt runs/n4/encoder/latest.pt --out lclm_core/default_parts/ratio-4
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import save_adapter
+from ..config import LCLMConfig
+from ..default_model import default_config, gguf_sha256, load_default_decoder, truncated_view
+from ..device import Placement, resolve
+from ..inputs import InputBuilder, tokenize_text
+from ..lora import apply_lora, lora_state_dict
+from ..model import LCLMCompressor
+from .data import TokenShards
+from .evaluate import evaluate, heldout_examples
+from .objectives import RECONSTRUCTION_PROMPTS, LCLMTrainModule, LossWeights
+
+log = logging.getLogger(__name__)
+
+STAGES = ("adapter", "encoder", "decoder")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    stage: str = "adapter"
+    decoder: str = "default"  # "default" (the embedded Gemma) or an HF causal-LM directory
+    ratio: int = 4
+    window: int = 512
+    passage_len: int = 128
+    cont_len: int = 64
+    batch_size: int = 4
+    reconstruct_fraction: float = 0.5  # share of each batch that also does reconstruction
+    steps: int = 1000
+    lr_adapter: float = 1e-3
+    lr_encoder: float = 2e-4
+    lr_decoder: float = 5e-5
+    warmup: int = 50
+    weight_decay: float = 0.0
+    encoder_layers: int = 6
+    encoder_lora_rank: int = 16
+    decoder_lora_rank: int = 8
+    lora_alpha: float = 32.0
+    weights: LossWeights = field(default_factory=LossWeights)
+    distill_layers: tuple[int, ...] = (3, 6, 9, 12, 15, 18)
+    restricted_vocab: int = 8192
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    save_every: int = 100
+    eval_every: int = 0
+    eval_examples: int = 32
+    log_every: int = 10
+    init_from: str | None = None
+    max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}")
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights(**self.weights)
+        self.distill_layers = tuple(self.distill_layers)
+
+
+# --- building ---------------------------------------------------------------------
+def load_decoder(cfg: TrainConfig, placement: Placement):
+    if cfg.decoder == "default":
+        return load_default_decoder(placement)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.decoder)
+    model = AutoModelForCausalLM.from_pretrained(cfg.decoder, dtype=placement.dtype).to(placement.device).eval()
+    model.requires_grad_(False)
+    return model, tok
+
+
+def lclm_config(cfg: TrainConfig, tok) -> LCLMConfig:
+    c = default_config(cfg.ratio)
+    c.encoder_window_size = cfg.window
+    builder = InputBuilder(tok, c.memory_tokens)
+    c.memory_tokens = builder.memory
+    c.validate()
+    return c
+
+
+def build_module(cfg: TrainConfig, model, tok) -> LCLMTrainModule:
+    """The frozen decoder + a compressor whose encoder is a trainable copy of its first layers."""
+    model.requires_grad_(False)
+    backbone = truncated_view(model.model, cfg.encoder_layers)
+    backbone.layers = copy.deepcopy(backbone.layers)  # trained apart from the decoder's own layers
+    if cfg.encoder_lora_rank:
+        apply_lora(backbone.layers, cfg.encoder_lora_rank, cfg.lora_alpha)
+    c = lclm_config(cfg, tok)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        comp = LCLMCompressor.build(c, backbone, tok, model.config.hidden_size, trained=True)
+    comp.adapter.to(model.device)
+    if cfg.stage == "decoder" and cfg.decoder_lora_rank:
+        apply_lora(model.model.layers, cfg.decoder_lora_rank, cfg.lora_alpha)
+    builder = InputBuilder(tok, c.memory_tokens)
+    bos = tok.bos_token_id if tok.bos_token_id is not None else builder.start_id
+    prompts = [tokenize_text(tok, p) for p in RECONSTRUCTION_PROMPTS]
+    module = LCLMTrainModule(comp, model, (bos, builder.start_id, builder.end_id), cfg.weights,
+                             cfg.distill_layers, cfg.restricted_vocab, prompts)
+    # What trains in this stage.
+    module.requires_grad_(False)
+    comp.adapter.requires_grad_(True)
+    for name, p in module.named_parameters():
+        if "lora_" in name:
+            in_encoder = name.startswith("compressor.")
+            p.requires_grad_(in_encoder and cfg.stage in ("encoder", "decoder") or (not in_encoder and cfg.stage == "decoder"))
+    return module
+
+
+def param_groups(module: LCLMTrainModule, cfg: TrainConfig) -> list[dict]:
+    groups = {"adapter": [], "encoder": [], "decoder": []}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = "adapter" if ".adapter." in f".{name}" else "encoder" if name.startswith("compressor.") else "decoder"
+        groups[key].append(p)
+    lrs = {"adapter": cfg.lr_adapter, "encoder": cfg.lr_encoder, "decoder": cfg.lr_decoder}
+    return [{"params": ps, "lr": lrs[k], "name": k} for k, ps in groups.items() if ps]
+
+
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Adapter + every LoRA matrix: all a checkpoint needs (the base weights never change)."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if ".adapter." in f".{k}" or "lora_" in k}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine to 10%."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+# --- checkpoints ------------------------------------------------------------------
+def save_checkpoint(path: Path, module, optimizer, step: int, tokens: int, cfg: TrainConfig, history: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"trainable": trainable_state(module), "optimizer": optimizer.state_dict(), "step": step,
+                "tokens_seen": tokens, "config": asdict(cfg), "history": history}, tmp)
+    tmp.replace(path)  # a kill mid-write leaves the previous checkpoint intact
+
+
+def load_trainable(module, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"checkpoint has parameters this model lacks: {unexpected[:5]}")
+
+
+# --- the loop -----------------------------------------------------------------------
+def train(cfg: TrainConfig) -> Path:
+    from accelerate import Accelerator
+
+    placement = resolve(cfg.device, cfg.dtype)
+    acc = Accelerator(cpu=placement.device.type == "cpu")
+    placement = Placement(acc.device, placement.dtype)
+    model, tok = load_decoder(cfg, placement)
+    module = build_module(cfg, model, tok)
+    stage_dir = Path(cfg.out) / cfg.stage
+    latest = stage_dir / "latest.pt"
+    step, tokens, history = 0, 0, []
+    optimizer = torch.optim.AdamW(param_groups(module, cfg), weight_decay=cfg.weight_decay)
+    if latest.exists():  # resume this stage
+        ck = torch.load(latest, map_location="cpu", weights_only=False)
+        load_trainable(module, ck["trainable"])
+        optimizer.load_state_dict(ck["optimizer"])
+        step, tokens, history = ck["step"], ck["tokens_seen"], ck.get("history", [])
+        log.info("resumed %s at step %d (%d tokens seen)", latest, step, tokens)
+    elif cfg.init_from:
+        ck = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        load_trainable(module, ck["trainable"])
+        tokens = ck.get("tokens_seen", 0)
+        log.info("initialised from %s (%d tokens seen before)", cfg.init_from, tokens)
+    ddp_module, optimizer = acc.prepare(module, optimizer)
+    shards = TokenShards(Path(cfg.data), "train")
+    heldout = None
+    if cfg.eval_every and acc.is_main_process:
+        heldout = heldout_examples(TokenShards(Path(cfg.data), "heldout"), cfg.eval_examples, cfg.passage_len, cfg.cont_len)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    n_rec = max(1, round(cfg.batch_size * cfg.reconstruct_fraction)) if cfg.weights.reconstruction else 0
+    t0, t_log, tok_log = time.time(), time.time(), 0
+    seen: list[dict] = []
+    log.info("training stage %s, N=%d, %d trainable parameters, %d process(es) on %s", cfg.stage, cfg.ratio,
+             sum(p.numel() for p in module.parameters() if p.requires_grad), acc.num_processes, placement)
+    while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # deterministic on resume
+        ex = [shards.sample(rng, cfg.passage_len, cfg.cont_len) for _ in range(cfg.batch_size)]
+        x = torch.tensor(np.stack([e.passage for e in ex]), device=acc.device)
+        y = torch.tensor(np.stack([e.continuation for e in ex]), device=acc.device)
+        for g, lr in zip(optimizer.param_groups, base_lrs):
+            g["lr"] = lr * lr_at(step, cfg)
+        loss, parts = ddp_module(x, y, n_rec, step)
+        acc.backward(loss)
+        acc.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        n_tok = (cfg.passage_len + cfg.cont_len) * cfg.batch_size * acc.num_processes
+        tokens += n_tok
+        tok_log += n_tok
+        mean_loss = acc.reduce(loss.detach().reshape(1).clone(), "mean").item()
+        seen.append({"step": step, "mean": mean_loss, "local": float(loss.detach())})
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            rate = tok_log / max(time.time() - t_log, 1e-9)
+            rec = {"step": step, "tokens": tokens, "loss": mean_loss, "tok_s": rate, **{k: round(v, 5) for k, v in parts.items()}}
+            history.append(rec)
+            if acc.is_main_process:
+                log.info("step %d loss %.4f %s %.0f tok/s", step, mean_loss, {k: round(v, 4) for k, v in parts.items()}, rate)
+                stage_dir.mkdir(parents=True, exist_ok=True)
+                with open(stage_dir / "log.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            t_log, tok_log = time.time(), 0
+        if cfg.eval_every and step % cfg.eval_every == 0 and acc.is_main_process:
+            r = evaluate(module, heldout, greedy=False)
+            log.info("eval step %d: %s", step, {k: round(v, 4) for k, v in r.as_dict().items()})
+            history.append({"step": step, "eval": r.as_dict()})
+        out_of_time = cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes
+        if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(latest, module, optimizer, step, tokens, cfg, history)
+            acc.wait_for_everyone()
+        if out_of_time:
+            log.info("time limit reached at step %d; resume with the same command", step)
+            break
+    # Every process records the reduced loss it saw and its own local one: they
+    # must agree on the first and (different data) differ on the second.
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / f"losses.rank{acc.process_index}.json").write_text(json.dumps(seen))
+    acc.end_training()
+    return latest
+
+
+# --- evaluation and export ------------------------------------------------------------
+def module_from_checkpoint(ckpt: Path, placement: Placement | None = None, **overrides) -> tuple[LCLMTrainModule, TrainConfig, dict]:
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = TrainConfig(**{**ck["config"], **overrides})
+    placement = placement or resolve(cfg.device, cfg.dtype)
+    model, tok = load_decoder(cfg, placement)
+    module = build_module(cfg, model, tok)
+    load_trainable(module, ck["trainable"])
+    return module, cfg, ck
+
+
+def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description: str = "") -> Path:
+    """Write the shipped default parts (published layout + base.json) from a training checkpoint."""
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = TrainConfig(**ck["config"])
+    if cfg.decoder != "default":
+        raise ValueError("only checkpoints trained on the embedded default decoder can become its parts")
+    module, cfg, ck = module_from_checkpoint(ckpt, resolve("cpu", "float32"))
+    comp = module.compressor
+    out.mkdir(parents=True, exist_ok=True)
+    comp.config.save(out / "model_config.json")
+    save_adapter(comp.adapter, out / "adapter" / "adapter.safetensors")
+    lora = lora_state_dict(comp.encoder.backbone)
+    if lora and any(v.abs().sum() > 0 for k, v in lora.items() if k.endswith("lora_B")):
+        from safetensors.torch import save_file
+
+        (out / "encoder").mkdir(exist_ok=True)
+        save_file({k: v.float().contiguous() for k, v in lora.items()}, str(out / "encoder" / "lora.safetensors"))
+    meta = {
+        "gguf_sha256": gguf_sha256(),
+        "encoder_layers": cfg.encoder_layers,
+        "lora_scale": cfg.lora_alpha / cfg.encoder_lora_rank if cfg.encoder_lora_rank else 0.0,
+        "stage": cfg.stage,
+        "steps": ck["step"],
+        "tokens_seen": ck["tokens_seen"],
+        "description": description or f"trained: stage {cfg.stage}, {ck['tokens_seen']:,} tokens",
+        "train_config": ck["config"],
+        "figures": figures or {},
+    }
+    (out / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def _parse_config(args: argparse.Namespace) -> TrainConfig:
+    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    w = {k: getattr(args, f"w_{k}") for k in ("continuation", "reconstruction", "distill_hidden", "distill_kl", "latent_align")
+         if getattr(args, f"w_{k}", None) is not None}
+    if w:
+        kw["weights"] = LossWeights(**w)
+    return TrainConfig(**kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "weights":
+            continue
+        typ = {int: int, float: float, str: str}.get(type(f.default), str) if f.default is not dataclasses.MISSING else str
+        if f.name == "distill_layers":
+            t.add_argument("--distill-layers", dest="distill_layers", type=int, nargs="+")
+        else:
+            t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=typ, required=f.default is dataclasses.MISSING)
+    for k in ("continuation", "reconstruction", "distill_hidden", "distill_kl", "latent_align"):
+        t.add_argument(f"--w-{k.replace('_', '-')}", dest=f"w_{k}", type=float)
+    e = sub.add_parser("eval")
+    e.add_argument("--ckpt", type=Path, required=True)
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--examples", type=int, default=64)
+    e.add_argument("--no-greedy", action="store_true")
+    x = sub.add_parser("export")
+    x.add_argument("--ckpt", type=Path, required=True)
+    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--figures", type=Path, help="a JSON file of evaluation figures for the model card")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.cmd == "train":
+        train(_parse_config(args))
+    elif args.cmd == "eval":
+        module, cfg, _ = module_from_checkpoint(args.ckpt)
+        ex = heldout_examples(TokenShards(args.data, "heldout"), args.examples, cfg.passage_len, cfg.cont_len)
+        print(json.dumps(evaluate(module, ex, greedy=not args.no_greedy).as_dict(), indent=2))
+    else:
+        figures = json.loads(args.figures.read_text()) if args.figures else None
+        print(export_parts(args.ckpt, args.out, figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

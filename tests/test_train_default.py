@@ -1,0 +1,55 @@
+"""Integration: a short training run on the embedded default, exported as its shipped parts."""
+
+import numpy as np
+import pytest
+import torch
+
+from lclm_core.default_model import default_compressor, load_default_decoder
+from lclm_core.device import Placement
+from lclm_core.train.data import ShardWriter
+from lclm_core.train.trainer import TrainConfig, export_parts, module_from_checkpoint, train
+
+pytestmark = pytest.mark.integration
+CPU32 = Placement(torch.device("cpu"), torch.float32)
+TEXT = (
+    "R is an integrated suite of software facilities for data manipulation, calculation and graphical display. "
+    "It includes an effective data handling and storage facility, a suite of operators for calculations on "
+    "arrays, in particular matrices, a large, coherent, integrated collection of intermediate tools for data "
+    "analysis, graphical facilities for data analysis and display either on-screen or on hardcopy, and a well "
+    "developed, simple and effective programming language which includes conditionals, loops, user-defined "
+    "recursive functions and input and output facilities. "
+)
+
+
+def test_trained_parts_export_and_load_as_the_default(tmp_path):
+    _, tok = load_default_decoder(CPU32)
+    ids = tok(TEXT * 4, add_special_tokens=False)["input_ids"]
+    for split in ("train", "heldout"):
+        w = ShardWriter(tmp_path / "shards", split)
+        w.add(ids)
+        w.close()
+    cfg = dict(data=str(tmp_path / "shards"), out=str(tmp_path / "run"), ratio=4, passage_len=32, cont_len=8,
+               batch_size=2, steps=2, device="cpu", dtype="float32", restricted_vocab=256, warmup=1,
+               encoder_lora_rank=4, save_every=2)
+    first = train(TrainConfig(**cfg))
+    ckpt = train(TrainConfig(**{**cfg, "stage": "encoder", "init_from": str(first)}))
+    parts = export_parts(ckpt, tmp_path / "parts" / "ratio-4", figures={"note": "test"})
+    assert (parts / "adapter" / "adapter.safetensors").exists() and (parts / "encoder" / "lora.safetensors").exists()
+    assert (parts / "encoder" / "lora.safetensors").stat().st_size < 8_000_000  # a few MB at most
+
+    comp = default_compressor(4, CPU32, parts_dir=tmp_path / "parts")
+    assert comp.trained and "stage encoder" in comp.description
+    # The shipped (merged) encoder computes what the training module computed.
+    module, _, _ = module_from_checkpoint(ckpt, CPU32)
+    x = torch.tensor([ids[:32]])
+    with torch.no_grad():
+        expect = module.latents(x)[0]
+    (got,) = comp.compress([tok.decode(ids[:32])], dtype=torch.float32)
+    if got.shape[0] == expect.shape[0]:
+        torch.testing.assert_close(got.data, expect, rtol=1e-3, atol=1e-3)
+    got_ids = comp.forward_ids([ids[:32]])[0]
+    torch.testing.assert_close(got_ids, expect, rtol=1e-3, atol=1e-3)
+    # The shared default decoder's own layers are untouched by the encoder's LoRA.
+    base = default_compressor(4, CPU32, parts_dir=tmp_path / "none")
+    assert not torch.equal(base.encoder.backbone.layers[0].self_attn.q_proj.weight,
+                           comp.encoder.backbone.layers[0].self_attn.q_proj.weight)
