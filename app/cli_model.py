@@ -26,6 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.set_defaults(func=cmd_generate)
 
+    c = sub.add_parser("convert-decoder", help="turn an LCLM checkpoint's decoder/ into a GGUF for the llama.cpp backend")
+    c.add_argument("checkpoint", help="checkpoint directory (or hub id, when online)")
+    c.add_argument("--out", type=Path, help="GGUF file to write (default: <checkpoint>/decoder-<outtype>.gguf)")
+    c.add_argument("--outtype", default="q8_0", choices=["f32", "f16", "bf16", "q8_0"])
+    c.add_argument("--llama-cpp-dir", help="a llama.cpp checkout holding convert_hf_to_gguf.py (default: fetched once)")
+    c.set_defaults(func=cmd_convert)
+
 
 def _placement(settings: Settings):
     from lclm_core.device import resolve
@@ -98,4 +105,16 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
     print()
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
+    from lclm_core.checkpoint import CheckpointError
+    from lclm_core.convert import ConverterError, convert_decoder
+
+    try:
+        out = convert_decoder(args.checkpoint, args.out, args.outtype, args.llama_cpp_dir)
+    except (CheckpointError, ConverterError) as e:
+        raise UserError(str(e)) from e
+    print(f"wrote {out} (llama.cpp decoder for {args.checkpoint}; lclm_core.convert.load_with_gguf pairs them)")
     return 0

@@ -96,6 +96,41 @@ class _StopMatcher:
         return "" if self.stopped else self.text[self.emitted :]
 
 
+class _Detokenizer:
+    """Incremental decoding of a growing id list, in O(new tokens) per step.
+
+    Decodes only a short window (from the last emitted boundary), because
+    decoding the whole list every step is quadratic, and because tokenizers
+    that merge spaces or bytes across tokens need a little left context. A
+    multi-byte character split over tokens decodes as U+FFFD until its last
+    byte arrives: such a tail is held back so streamed text is never revised.
+    """
+
+    def __init__(self, tokenizer, ids: list[int]) -> None:
+        self.tokenizer, self.ids = tokenizer, ids
+        self.prefix, self.read = 0, 0  # window start, end of what is already in text
+        self.text = ""
+
+    def _decode(self, a: int, b: int | None = None) -> str:
+        return self.tokenizer.decode(self.ids[a:b], skip_special_tokens=True)
+
+    def step(self) -> bool:
+        """Take in the newest id; True if text grew."""
+        before = self._decode(self.prefix, self.read)
+        after = self._decode(self.prefix)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before):]
+            self.prefix, self.read = self.read, len(self.ids)
+            return True
+        return False
+
+    def finish(self) -> str:
+        before = self._decode(self.prefix, self.read)
+        self.text += self._decode(self.prefix)[len(before):]
+        self.prefix = self.read = len(self.ids)
+        return self.text
+
+
 @dataclass
 class GenerationResult:
     """Filled in by :meth:`DecoderBackend.generate` as it runs (read after the iterator ends)."""
@@ -190,6 +225,7 @@ class DecoderBackend(abc.ABC):
         gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
         stop = _StopMatcher(cfg.stop)
         ids = result.token_ids
+        detok = _Detokenizer(self.tokenizer, ids)
         result.finish_reason = "length"
         for _ in range(cfg.max_new_tokens):
             tok = sample_next(logits, cfg, gen)
@@ -197,11 +233,8 @@ class DecoderBackend(abc.ABC):
                 result.finish_reason = "eos"
                 break
             ids.append(tok)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            # A multi-byte character split over tokens decodes as U+FFFD until its
-            # last byte arrives: hold it back so streamed text is never revised.
-            if not text.endswith("\ufffd"):
-                piece = stop.feed(text)
+            if detok.step():
+                piece = stop.feed(detok.text)
                 if piece:
                     yield piece
             if stop.stopped:
@@ -214,7 +247,7 @@ class DecoderBackend(abc.ABC):
         if ids and not stop.stopped:
             # The last tokens may have been held back (an unfinished character or a
             # possible stop prefix); generation is over, so they are final now.
-            piece = stop.feed(self.tokenizer.decode(ids, skip_special_tokens=True))
+            piece = stop.feed(detok.finish())
             if stop.stopped:
                 result.finish_reason = "stop"
             tail = piece + stop.flush()

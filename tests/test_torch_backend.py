@@ -123,3 +123,21 @@ def test_stop_matcher_never_emits_a_stop_prefix(chunks, stops, out):
     got = "".join(m.feed(c) for c in chunks)
     got += m.flush()
     assert got == out
+
+
+def test_incremental_detokenizer_streams_exact_text_and_never_revises():
+    from lclm_core.backend import _Detokenizer
+
+    tok = tiny.tokenizer("qwen")
+    text = "naïve café → 日本語 and the lazy dog  twice"
+    all_ids = tok(text, add_special_tokens=False)["input_ids"]
+    ids: list[int] = []
+    d = _Detokenizer(tok, ids)
+    seen = []
+    for i in all_ids:
+        ids.append(i)
+        if d.step():
+            assert "\ufffd" not in d.text  # a split character is held back, not shown broken
+            assert not seen or d.text.startswith(seen[-1])  # streamed text only grows
+            seen.append(d.text)
+    assert d.finish() == tok.decode(all_ids) == text
