@@ -14,7 +14,7 @@ import sys
 
 from .settings import ENV_HOME, Settings
 
-COMMAND_MODULES = ["app.cli_model"]
+COMMAND_MODULES = ["app.cli_model", "app.cli_index"]
 
 log = logging.getLogger("lclm_docs")
 

@@ -2,3 +2,36 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny.py
+
+import pytest  # noqa: E402
+
+import data  # noqa: E402  (tests/data.py: real PDFs from Debian packages, test compressors)
+
+
+@pytest.fixture(scope="session")
+def r_intro_pdf() -> Path:
+    """Debian's R-intro.pdf (package r-doc-pdf), installed if missing and possible."""
+    why = data.ensure_files(data.R_INTRO)
+    if why:
+        pytest.skip(why)
+    return data.R_INTRO
+
+
+@pytest.fixture(scope="session")
+def debian_reference_pdf() -> Path:
+    """The Debian Reference PDF (package debian-reference-en): text extraction loses spaces."""
+    why = data.ensure_files(data.DEBIAN_REFERENCE)
+    if why:
+        pytest.skip(why)
+    return data.DEBIAN_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny_compressor():
+    """A real LCLMCompressor on a tiny random encoder (window 32, N=4)."""
+    return data.tiny_compressor()
+
+
+@pytest.fixture
+def fake_compressor():
+    return data.FakeCompressor()
