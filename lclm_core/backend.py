@@ -197,11 +197,15 @@ class DecoderBackend(abc.ABC):
             raise ValueError("nothing to prefill")
         if self.n_past + n > self.n_ctx:
             raise ContextLengthError(n, self.n_ctx, self.n_past)
+        return self._prefill_spans(inputs).float()
+
+    def _prefill_spans(self, inputs: DecoderInputs) -> torch.Tensor:
+        """Run every span in order; a backend may batch them differently."""
         for s in inputs.spans[:-1]:
             self._forward(s, want_logits=False)
         logits = self._forward(inputs.spans[-1], want_logits=True)
         assert logits is not None
-        return logits.float()
+        return logits
 
     def generate(
         self,

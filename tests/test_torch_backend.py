@@ -141,3 +141,18 @@ def test_incremental_detokenizer_streams_exact_text_and_never_revises():
             assert not seen or d.text.startswith(seen[-1])  # streamed text only grows
             seen.append(d.text)
     assert d.finish() == tok.decode(all_ids) == text
+
+
+def test_chunked_prefill_of_many_spans_equals_one_pass():
+    dec = backend()
+    parts = []
+    for k in range(6):
+        parts += [Text(f"Doc {k}:"), Latents(torch.randn(7, dec.hidden_size))]
+    parts.append(Text(" Question?"))
+    whole = dec.prefill(parts)
+    n = dec.n_past
+    dec.reset()
+    dec.max_chunk = 5  # many small chunks, cutting through spans
+    chunked = dec.prefill(parts)
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
+    assert dec.n_past == n
