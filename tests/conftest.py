@@ -35,3 +35,20 @@ def tiny_compressor():
 @pytest.fixture
 def fake_compressor():
     return data.FakeCompressor()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty store in a fresh data directory."""
+    from latent_store import LatentStore
+
+    with LatentStore(tmp_path / "data" / "store.sqlite") as s:
+        yield s
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """An empty documents folder (resolved: the app stores resolved paths)."""
+    d = tmp_path / "docs"
+    d.mkdir()
+    return d.resolve()

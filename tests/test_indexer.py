@@ -31,19 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 KNOWN = "There is a large collection of functions of the form"
 
 
-@pytest.fixture
-def store(tmp_path):
-    with LatentStore(tmp_path / "data" / "store.sqlite") as s:
-        yield s
-
-
-@pytest.fixture
-def folder(tmp_path):
-    d = tmp_path / "docs"
-    d.mkdir()
-    return d.resolve()
-
-
 def write_docs(folder: Path, n: int, paragraphs: int = 3) -> list[Path]:
     out = []
     for i in range(n):

@@ -24,19 +24,6 @@ from latent_store import LatentStore
 CFG = IndexerConfig(max_tokens=64)
 
 
-@pytest.fixture
-def store(tmp_path):
-    with LatentStore(tmp_path / "data" / "store.sqlite") as s:
-        yield s
-
-
-@pytest.fixture
-def folder(tmp_path):
-    d = tmp_path / "docs"
-    d.mkdir()
-    return d.resolve()
-
-
 def wanted_files(folder: Path) -> set[str]:
     return {str(p) for p in FolderSync(None, [folder]).scan(folder)}  # type: ignore[arg-type] - filters only
 
