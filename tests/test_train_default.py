@@ -1,5 +1,7 @@
 """Integration: a short training run on the embedded default, exported as its shipped parts."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -53,3 +55,27 @@ def test_trained_parts_export_and_load_as_the_default(tmp_path):
     base = default_compressor(4, CPU32, parts_dir=tmp_path / "none")
     assert not torch.equal(base.encoder.backbone.layers[0].self_attn.q_proj.weight,
                            comp.encoder.backbone.layers[0].self_attn.q_proj.weight)
+
+
+def test_eval_bench_puts_trained_and_untrained_side_by_side(tmp_path, capsys):
+    import sys as _sys
+    from pathlib import Path
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import eval_compressor
+
+    _, tok = load_default_decoder(CPU32)
+    ids = tok(TEXT * 6, add_special_tokens=False)["input_ids"]
+    for split in ("train", "heldout"):
+        w = ShardWriter(tmp_path / "shards", split)
+        w.add(ids)
+        w.close()
+    ckpt = train(TrainConfig(data=str(tmp_path / "shards"), out=str(tmp_path / "run"), ratio=4, passage_len=32,
+                             cont_len=16, batch_size=2, steps=1, device="cpu", dtype="float32", restricted_vocab=256,
+                             warmup=1))
+    assert eval_compressor.main(["--data", str(tmp_path / "shards"), "--ckpt", str(ckpt), "--smoke",
+                                 "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "| untrained N=4 |" in out and "| adapter N=4, 0.00M tok |" in out and "content gap" in out
+    figures = json.loads((tmp_path / "report.json").read_text())
+    assert set(figures) == {"untrained N=4", "adapter N=4, 0.00M tok"}

@@ -117,9 +117,10 @@ def evaluate(module: LCLMTrainModule, examples: list[Example], batch_size: int =
     module.train()
     if n == 0:
         raise ValueError("evaluation needs at least 2 examples")
+    nan = float("nan")  # greedy copies not measured: say so, never 0
     return EvalResult(
         sums["raw"] / n, sums["own"] / n, sums["shuf"] / n, sums["none"] / n,
-        sums["tf"] / n, sums["tf0"] / n, sums["gr"] / n, sums["gr0"] / n, n,
+        sums["tf"] / n, sums["tf0"] / n, sums["gr"] / n if greedy else nan, sums["gr0"] / n if greedy else nan, n,
     )
 
 
