@@ -23,13 +23,20 @@ TEXT = (
 )
 
 
-def test_trained_parts_export_and_load_as_the_default(tmp_path):
+def gemma_shards(root, repeats: int) -> list[int]:
+    """Train and held-out shards of TEXT in the default's tokens; returns the ids."""
     _, tok = load_default_decoder(CPU32)
-    ids = tok(TEXT * 4, add_special_tokens=False)["input_ids"]
+    ids = tok(TEXT * repeats, add_special_tokens=False)["input_ids"]
     for split in ("train", "heldout"):
-        w = ShardWriter(tmp_path / "shards", split)
+        w = ShardWriter(root, split)
         w.add(ids)
         w.close()
+    return ids
+
+
+def test_trained_parts_export_and_load_as_the_default(tmp_path):
+    _, tok = load_default_decoder(CPU32)
+    ids = gemma_shards(tmp_path / "shards", 4)
     cfg = dict(data=str(tmp_path / "shards"), out=str(tmp_path / "run"), ratio=4, passage_len=32, cont_len=8,
                batch_size=2, steps=2, device="cpu", dtype="float32", restricted_vocab=256, warmup=1,
                encoder_lora_rank=4, save_every=2)
@@ -64,12 +71,7 @@ def test_eval_bench_puts_trained_and_untrained_side_by_side(tmp_path, capsys):
     _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import eval_compressor
 
-    _, tok = load_default_decoder(CPU32)
-    ids = tok(TEXT * 6, add_special_tokens=False)["input_ids"]
-    for split in ("train", "heldout"):
-        w = ShardWriter(tmp_path / "shards", split)
-        w.add(ids)
-        w.close()
+    gemma_shards(tmp_path / "shards", 6)
     ckpt = train(TrainConfig(data=str(tmp_path / "shards"), out=str(tmp_path / "run"), ratio=4, passage_len=32,
                              cont_len=16, batch_size=2, steps=1, device="cpu", dtype="float32", restricted_vocab=256,
                              warmup=1))
