@@ -26,7 +26,7 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    ratio: int = 8  # compression ratio N of the default compressor
+    ratio: int = 4  # compression ratio N of the default compressor: the one with trained parts
     backend: str = "torch"  # decoder backend: torch | llama.cpp
     checkpoint: str | None = None  # a published LCLM checkpoint (dir or hub id) instead of the default
 
