@@ -267,8 +267,9 @@ def train(cfg: TrainConfig) -> Path:
 
 
 # --- evaluation and export ------------------------------------------------------------
-def module_from_checkpoint(ckpt: Path, placement: Placement | None = None, **overrides) -> tuple[LCLMTrainModule, TrainConfig, dict]:
-    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+def module_from_checkpoint(ckpt: Path | dict, placement: Placement | None = None, **overrides) -> tuple[LCLMTrainModule, TrainConfig, dict]:
+    """A training module with a checkpoint's trained tensors (a path, or a checkpoint already read)."""
+    ck = ckpt if isinstance(ckpt, dict) else torch.load(ckpt, map_location="cpu", weights_only=False)
     cfg = TrainConfig(**{**ck["config"], **overrides})
     placement = placement or resolve(cfg.device, cfg.dtype)
     model, tok = load_decoder(cfg, placement)
@@ -283,7 +284,7 @@ def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description
     cfg = TrainConfig(**ck["config"])
     if cfg.decoder != "default":
         raise ValueError("only checkpoints trained on the embedded default decoder can become its parts")
-    module, cfg, ck = module_from_checkpoint(ckpt, resolve("cpu", "float32"))
+    module, cfg, ck = module_from_checkpoint(ck, resolve("cpu", "float32"))
     comp = module.compressor
     out.mkdir(parents=True, exist_ok=True)
     comp.config.save(out / "model_config.json")
