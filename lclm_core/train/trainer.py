@@ -159,11 +159,17 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if ".adapter." in f".{k}" or "lora_" in k}
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine to 10%."""
+def lr_at(step: int, cfg: TrainConfig, elapsed_minutes: float = 0.0) -> float:
+    """Linear warm-up, then cosine to 10%, over the steps or the time budget, whichever ends first.
+
+    A run on a lent machine is bounded by minutes, not steps (its speed is not
+    known beforehand), so the schedule must still decay within the minutes.
+    """
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if cfg.max_minutes:
+        t = max(t, elapsed_minutes / cfg.max_minutes)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -223,7 +229,7 @@ def train(cfg: TrainConfig) -> Path:
         x = torch.tensor(np.stack([e.passage for e in ex]), device=acc.device)
         y = torch.tensor(np.stack([e.continuation for e in ex]), device=acc.device)
         for g, lr in zip(optimizer.param_groups, base_lrs):
-            g["lr"] = lr * lr_at(step, cfg)
+            g["lr"] = lr * lr_at(step, cfg, (time.time() - t0) / 60)
         loss, parts = ddp_module(x, y, n_rec, step)
         acc.backward(loss)
         acc.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], 1.0)
@@ -338,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--data", type=Path, required=True)
     e.add_argument("--examples", type=int, default=64)
     e.add_argument("--no-greedy", action="store_true")
+    e.add_argument("--device", help="override the checkpoint's device (e.g. cpu for one trained on a GPU)")
+    e.add_argument("--dtype")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     x = sub.add_parser("export")
     x.add_argument("--ckpt", type=Path, required=True)
     x.add_argument("--out", type=Path, required=True)
@@ -347,9 +357,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         train(_parse_config(args))
     elif args.cmd == "eval":
-        module, cfg, _ = module_from_checkpoint(args.ckpt)
+        overrides = {k: v for k in ("device", "dtype") if (v := getattr(args, k))}
+        module, cfg, ck = module_from_checkpoint(args.ckpt, **overrides)
         ex = heldout_examples(TokenShards(args.data, "heldout"), args.examples, cfg.passage_len, cfg.cont_len)
-        print(json.dumps(evaluate(module, ex, greedy=not args.no_greedy).as_dict(), indent=2))
+        figures = {"ratio": cfg.ratio, "stage": cfg.stage, "steps": ck["step"], "tokens_seen": ck["tokens_seen"],
+                   "examples": len(ex), **evaluate(module, ex, args.batch_size, greedy=not args.no_greedy).as_dict()}
+        print(json.dumps(figures, indent=2))
+        if args.out:
+            args.out.write_text(json.dumps(figures, indent=2) + "\n")
     else:
         figures = json.loads(args.figures.read_text()) if args.figures else None
         print(export_parts(args.ckpt, args.out, figures))
