@@ -14,7 +14,7 @@ import sys
 
 from .settings import ENV_HOME, Settings
 
-COMMAND_MODULES = ["app.cli_model", "app.cli_index"]
+COMMAND_MODULES = ["app.cli_model", "app.cli_index", "app.cli_ask"]
 
 log = logging.getLogger("lclm_docs")
 

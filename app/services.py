@@ -135,3 +135,35 @@ class IndexingService:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_assistant(settings: Settings, store: LatentStore, *, ratio: int | None = None, backend: str | None = None,
+                   config=None):
+    """An :class:`~app.assistant.Assistant` over ``store`` with the default compressor's decoder.
+
+    The torch backend shares the compressor's loaded model (its attention
+    scorer needs torch); ``llama.cpp`` opens the GGUF in llama.cpp, which
+    prefills and generates faster on a CPU but cannot read attention.
+    """
+    from lclm_core.torch_backend import TorchDecoder
+
+    from .assistant import Assistant, AssistantConfig
+
+    comp = load_compressor(settings, ratio)
+    name = backend or settings.backend
+    memory = comp.config.memory_tokens
+    if name == "torch":
+        from lclm_core.default_model import load_default_decoder
+        from lclm_core.device import resolve
+
+        model, tok = load_default_decoder(resolve(settings.device, settings.dtype))
+        dec = TorchDecoder(model, tok, memory, n_ctx=32768)
+    elif name in ("llama.cpp", "llama"):
+        try:
+            from lclm_core.llama_backend import PrefixStateCache, open_default
+        except ImportError as e:  # llama-cpp-python missing or broken
+            raise ServiceError(f"the llama.cpp backend is unavailable ({e}); use --backend torch") from e
+        dec = open_default(comp.tokenizer, prefix_cache=PrefixStateCache(), memory_tokens=memory)
+    else:
+        raise ServiceError(f"unknown backend {name!r}: torch or llama.cpp")
+    return Assistant(store, dec, comp.fingerprint, config or AssistantConfig(), count_tokens=comp.count_tokens)

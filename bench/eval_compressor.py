@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--ckpt", type=Path, nargs="*", default=[])
+    p.add_argument("--labels", nargs="*", default=[], help="a row label per checkpoint (default: its stage, N and tokens)")
     p.add_argument("--ratio", type=int, help="N of the untrained baseline (default: the first checkpoint's)")
     p.add_argument("--examples", type=int, default=64)
     p.add_argument("--passage-len", type=int, default=128)
@@ -75,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     model, tok = load_decoder(base_cfg, placement)
     untrained = build_module(base_cfg, model, tok)  # the adapter at its seeded initialisation
     rows.append((f"untrained N={ratio}", evaluate(untrained, examples, greedy=not args.no_greedy).as_dict()))
-    for ck in args.ckpt:
+    for i, ck in enumerate(args.ckpt):
         module, cfg, state = module_from_checkpoint(ck, placement)
         name = f"{cfg.stage} N={cfg.ratio}, {state['tokens_seen'] / 1e6:.2f}M tok"
+        if i < len(args.labels):
+            name = f"{args.labels[i]}: {name}"
         rows.append((name, evaluate(module, examples, greedy=not args.no_greedy).as_dict()))
         log.info("%s: %s", name, rows[-1][1])
     text = (f"Held-out examples: {len(examples)} x ({args.passage_len} compressed + {args.cont_len} continuation tokens), "

@@ -456,11 +456,13 @@ class LlamaCppDecoder(DecoderBackend):
                 self._hash(h, p)
             hashers.append(h.copy())
         start, logits = 0, None
+        self.last_prefix_hit = 0
         if self.prefix_cache is not None:
             for i in range(len(built) - 1, -1, -1):
                 entry = self.prefix_cache.get(hashers[i].hexdigest())
                 if entry is not None and self._restore(entry, hashers[i]):
                     start, logits = i + 1, torch.from_numpy(entry.logits.copy())
+                    self.last_prefix_hit = entry.n_past
                     log.debug("prefix cache hit: %d positions restored", entry.n_past)
                     break
         for i in range(start, len(built)):

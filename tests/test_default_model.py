@@ -7,7 +7,7 @@ import torch
 
 from lclm_core.backend import GenerationConfig, GenerationResult
 from lclm_core.checkpoint import save_adapter
-from lclm_core.default_model import default_compressor, ensure_gguf, gguf_sha256, load_default_decoder
+from lclm_core.default_model import default_compressor, ensure_gguf, find_parts, gguf_sha256, load_default_decoder
 from lclm_core.device import Placement
 from lclm_core.inputs import DecoderInputs, EmbedSpan, Latents, Text, TokenSpan
 from lclm_core.torch_backend import TorchDecoder
@@ -112,3 +112,12 @@ def test_pinned_sha_equals_the_package_and_a_named_file_is_verified(monkeypatch,
         assert dm.ensure_gguf() == real
     finally:
         dm.ensure_gguf.cache_clear()
+
+
+@pytest.mark.parametrize("ratio", [4, 8, 16])
+def test_every_ratio_ships_trained_parts_that_carry_content(gemma, ratio):
+    comp = default_compressor(ratio, CPU32, decoder=gemma)
+    assert comp.trained and comp.config.compression_ratio == ratio
+    meta = find_parts(ratio).meta
+    # the figures measured when the parts were made: latents beat another passage's latents
+    assert meta["figures"]["content_gap"] > 0.3 and meta["tokens_seen"] > 10_000_000

@@ -171,3 +171,15 @@ def test_two_process_data_parallel_run_agrees_on_the_loss(workdir, tmp_path):
     assert [x["local"] for x in ranks[0]] != [x["local"] for x in ranks[1]]  # each process saw its own batch
     for a, b in zip(ranks[0], ranks[1]):
         assert a["mean"] == pytest.approx((a["local"] + b["local"]) / 2, rel=1e-5)
+
+
+def test_learning_rate_decays_over_the_time_budget_when_steps_are_open_ended():
+    from lclm_core.train.trainer import TrainConfig, lr_at
+
+    cfg = TrainConfig(data="d", out="o", steps=100_000, warmup=10, max_minutes=5.0)
+    assert lr_at(0, cfg) == pytest.approx(0.1)  # warm-up
+    assert lr_at(50, cfg, elapsed_minutes=0.0) == pytest.approx(1.0, abs=1e-3)
+    assert lr_at(50, cfg, elapsed_minutes=2.5) == pytest.approx(0.55, abs=1e-3)  # half-way through the minutes
+    assert lr_at(50, cfg, elapsed_minutes=5.0) == pytest.approx(0.1)
+    no_budget = TrainConfig(data="d", out="o", steps=100_000, warmup=10)
+    assert lr_at(50, no_budget, elapsed_minutes=60.0) == pytest.approx(1.0, abs=1e-3)  # steps rule alone

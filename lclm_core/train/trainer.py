@@ -352,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--ckpt", type=Path, required=True)
     x.add_argument("--out", type=Path, required=True)
     x.add_argument("--figures", type=Path, help="a JSON file of evaluation figures for the model card")
+    x.add_argument("--description", default="", help="how the checkpoint was trained (hardware, time), for base.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.cmd == "train":
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps(figures, indent=2) + "\n")
     else:
         figures = json.loads(args.figures.read_text()) if args.figures else None
-        print(export_parts(args.ckpt, args.out, figures))
+        print(export_parts(args.ckpt, args.out, figures, args.description))
     return 0
 
 

@@ -1,0 +1,507 @@
+"""The assistant: read a scope's latents, skim them for the question, expand what matters, answer, cite.
+
+One call, three modes (the product and its two baselines):
+
+  latent  every segment of the scope as its latent block (numbered, under its
+          document's name), then the question; segments are scored (bm25 over
+          their text + the decoder's attention on their latents while it reads
+          the question), the best few are put back as raw passages, and the
+          answer is generated. The documents block is a cached prefix, so a
+          second question over the same scope does not prefill it again.
+  full    the scope's raw text instead of latents (when it fits).
+  rag     no documents block: the bm25 top-k raw passages only.
+
+Citations are data (segment, document, page, character span, passage text),
+never parsed out of the answer: they are the passages the answer was given.
+When nothing in the scope scores as relevant, the answer is "not found in
+your documents" and the decoder is not run.
+
+Why append the expanded passages after the documents block rather than in
+place of their latents (the paper's way): the block stays byte-identical,
+so its cached prefix stays valid. ``expand_style="inplace"`` does the
+paper's way; bench/assistant.py measures both.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
+
+import torch
+
+from latent_store import Document, LatentStore, ScopeSegment
+from lclm_core.backend import ContextLengthError, DecoderBackend, GenerationConfig, GenerationResult
+from lclm_core.inputs import DecoderInputs, Latents, Part, Text, TokenIds
+from lclm_core.latents import LatentArray
+
+log = logging.getLogger(__name__)
+
+MODES = ("latent", "full", "rag")
+EXPAND_STYLES = ("append", "inplace")
+NOT_FOUND = "Not found in your documents."
+INSTRUCTIONS = "Read the documents below and answer the question from them. Answer briefly.\n"
+_WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    "a an and are as at be by can could do does did for from has have how i in is it its me my of on or "
+    "should that the their there this to was were what when where which who whom whose why will with would "
+    "you your about tell please".split()
+)
+
+
+class AssistantError(RuntimeError):
+    """A question that cannot be answered as asked (empty scope, too long for `full`); the message says why."""
+
+
+@dataclass(frozen=True)
+class AssistantConfig:
+    mode: str = "latent"
+    expand_k: int = 3  # passages put back as raw text
+    expand_tokens: int = 1200  # and their token budget
+    expand_style: str = "append"
+    rag_k: int = 4
+    max_new_tokens: int = 160
+    reserve_tokens: int = 256  # positions kept for headers, the question and slack
+    attention: bool = True  # the attention scorer (backends that can read attention)
+    attention_ratio: float = 4.0  # a segment is relevant at this multiple of the uniform attention share
+    agent_rounds: int = 0  # > 0: the paper's agent loop (the model asks `EXPAND: i,j`) for up to this many rounds
+    prefix_cache: bool = True
+    one_paragraph: bool = True  # stop at the first line break after the answer has begun
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.expand_style not in EXPAND_STYLES:
+            raise ValueError(f"expand_style must be one of {EXPAND_STYLES}")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a question is asked over: all indexed documents (the default), folders, or chosen documents."""
+
+    document_ids: tuple[int, ...] = ()
+    folders: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+    def documents(self, store: LatentStore) -> list[Document]:
+        docs = store.list_documents(status=("indexed", "indexing", "pending"))
+        if not (self.document_ids or self.folders or self.paths):
+            return docs
+        ids = set(self.document_ids)
+        folders = tuple(f.rstrip("/") + "/" for f in self.folders)
+        return [d for d in docs if d.id in ids or d.path in self.paths or d.path.startswith(folders)]
+
+
+@dataclass(frozen=True)
+class Citation:
+    number: int  # the passage's number in the prompt ([1], [2], ...)
+    segment_id: int
+    document_id: int
+    path: str
+    page: int | None
+    char_start: int | None
+    char_end: int | None
+    text: str
+    score: float
+
+
+@dataclass
+class Answer:
+    question: str
+    mode: str
+    text: str = ""
+    citations: list[Citation] = field(default_factory=list)
+    found: bool = True
+    left_out: list[str] = field(default_factory=list)  # documents that did not fit the context
+    raw_segments: int = 0  # segments given as raw text because they had no latents yet
+    expanded: list[int] = field(default_factory=list)  # segment ids put back as raw text
+    positions: int = 0  # prompt length in decoder positions
+    prefix_reused: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # prefill_s, ttft_s, total_s
+    finish_reason: str = ""
+
+
+# --------------------------------------------------------------------------- helpers
+def content_terms(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
+
+
+def rrf(*rankings: Sequence[int], k: int = 60, weights: Sequence[float] | None = None) -> dict[int, float]:
+    """Reciprocal-rank fusion: robust to scorers on incomparable scales."""
+    out: dict[int, float] = {}
+    for j, ranking in enumerate(rankings):
+        w = weights[j] if weights else 1.0
+        for r, sid in enumerate(ranking):
+            out[sid] = out.get(sid, 0.0) + w / (k + r + 1)
+    return out
+
+
+def _latent_tensor(seg: ScopeSegment) -> torch.Tensor:
+    lat = seg.latent
+    return LatentArray.from_payload(lat.payload, lat.dtype, lat.shape, lat.fingerprint, lat.ratio).data.float()
+
+
+def _where(seg: ScopeSegment) -> str:
+    name = seg.path.rsplit("/", 1)[-1]
+    return f"{name}, page {seg.segment.page}" if seg.segment.page else name
+
+
+@dataclass
+class _Prompt:
+    """The documents block as decoder inputs, and where each segment sits in it."""
+
+    block: DecoderInputs
+    ranges: dict[int, range]  # segment id -> positions (from the start of the sequence)
+    segments: list[ScopeSegment]
+    raw_segments: int = 0
+
+
+class Assistant:
+    """Answers questions over a store. Borrows the store and compressor; owns the decoder backend."""
+
+    def __init__(self, store: LatentStore, backend: DecoderBackend, fingerprint: str,
+                 config: AssistantConfig | None = None, count_tokens=None) -> None:
+        self.store = store
+        self.backend = backend
+        self.fingerprint = fingerprint
+        self.config = config or AssistantConfig()
+        tok = backend.tokenizer
+        self.count_tokens = count_tokens or (lambda s: len(tok(s, add_special_tokens=False)["input_ids"]))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Assistant":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ public
+    def ask(self, question: str, scope: Scope | None = None, **overrides) -> Answer:
+        """The whole answer (``stream`` without the pieces)."""
+        *_, answer = self.stream(question, scope, **overrides)
+        return answer
+
+    def expand(self, answer: Answer, segment_id: int, scope: Scope | None = None, **overrides) -> Iterator[str | Answer]:
+        """Answer again with one more passage put back as raw text (the UI's "read this passage too")."""
+        return self.stream(answer.question, scope, mode=answer.mode, extra_segments=(*answer.expanded, segment_id),
+                           **overrides)
+
+    def stream(self, question: str, scope: Scope | None = None, *, extra_segments: Sequence[int] = (),
+               **overrides) -> Iterator[str | Answer]:
+        """Yield the answer's text pieces as they are generated, then the :class:`Answer`."""
+        cfg = replace(self.config, **overrides) if overrides else self.config
+        question = " ".join(question.split())
+        if not question:
+            raise AssistantError("the question is empty")
+        t0 = time.perf_counter()
+        answer = Answer(question, cfg.mode)
+        docs = (scope or Scope()).documents(self.store)
+        if not docs:
+            raise AssistantError("no indexed documents in the scope: add a folder and wait for it to be indexed")
+        doc_ids = [d.id for d in docs]
+        bm25 = self._bm25(question, doc_ids)
+        if cfg.mode == "rag":
+            yield from self._answer_rag(question, doc_ids, bm25, cfg, answer, t0)
+            return
+        segs = self.store.load_scope(doc_ids, self.fingerprint)
+        segs = self._fit(question, segs, bm25, cfg, answer)
+        prompt = self._documents_block(segs, raw=cfg.mode == "full")
+        answer.raw_segments = prompt.raw_segments
+        attention: dict[int, float] = {}
+        closeness: dict[int, float] = {}
+        if cfg.mode == "latent":
+            closeness = self._closeness(question, segs)
+        if cfg.mode == "latent" and cfg.expand_style == "inplace":
+            # The paper's expansion: the chosen segments' raw text replaces their latents.
+            ranked, scores = self._rank(bm25, {}, closeness, segs)
+            chosen = self._choose(ranked, segs, cfg, extra_segments)
+            prompt = self._documents_block(segs, raw=False, raw_ids=set(chosen))
+            logits = self._prefill_docs(prompt, cfg, answer)
+        else:
+            logits = self._prefill_docs(prompt, cfg, answer)
+            if cfg.mode == "latent" and cfg.attention and hasattr(self.backend, "attention_mass"):
+                attention = self._attention(question, prompt)
+            ranked, scores = self._rank(bm25, attention, closeness, segs)
+            chosen = self._choose(ranked, segs, cfg, extra_segments) if cfg.mode == "latent" else []
+        relevant = self._relevant(bm25, attention, segs, cfg)
+        if not relevant and not extra_segments:
+            answer.found = False
+            answer.text = NOT_FOUND
+            answer.timings["total_s"] = time.perf_counter() - t0
+            yield NOT_FOUND
+            yield answer
+            return
+        if cfg.agent_rounds and cfg.mode == "latent":
+            chosen = self._agent(question, prompt, segs, chosen, cfg)
+        by_id = {s.segment.id: s for s in segs}
+        cited = [by_id[i] for i in chosen] if cfg.mode == "latent" else [by_id[i] for i in ranked[: cfg.expand_k]]
+        answer.citations = [self._cite(n + 1, s, scores.get(s.segment.id, 0.0)) for n, s in enumerate(cited)]
+        answer.expanded = list(chosen)
+        passages = cited if (cfg.mode == "latent" and cfg.expand_style == "append") else []
+        tail = self._question_block(question, passages, numbered=cfg.mode == "latent")
+        yield from self._generate(tail, cfg, answer, t0)
+
+    # ------------------------------------------------------------------ scoring
+    def _bm25(self, question: str, doc_ids: list[int]) -> dict[int, float]:
+        terms = content_terms(question)
+        if not terms:
+            return {}
+        hits = self.store.search(" ".join(terms), document_ids=doc_ids, limit=1000, mode="any")
+        return {h.segment_id: h.score for h in hits if h.score > 0}
+
+    def _attention(self, question: str, prompt: _Prompt) -> dict[int, float]:
+        """Each segment's share of the attention the question pays to the documents block."""
+        q = self.backend.build([Text(f"\n\nQuestion: {question}")], add_bos=False)
+        mass = self.backend.attention_mass(q)
+        per = {sid: float(mass[r.start : r.stop].sum()) for sid, r in prompt.ranges.items()}
+        total = sum(per.values()) or 1.0
+        return {sid: m / total for sid, m in per.items()}
+
+    def _closeness(self, question: str, segs: list[ScopeSegment]) -> dict[int, float]:
+        """Each segment's best cosine between a latent row and the question's mean token embedding: cheap, read
+        without running the decoder (so also on llama.cpp), and weak: it ranks, it never makes "found"."""
+        b = self.backend
+        q = b.token_embeddings(b.builder.build([Text(question)], add_bos=False).token_ids())
+        qv = torch.nn.functional.normalize(q.float().mean(0), dim=0).cpu()
+        sims = {s.segment.id: float((torch.nn.functional.normalize(_latent_tensor(s), dim=1) @ qv).max())
+                for s in segs if s.latent is not None}
+        if not sims:
+            return {}
+        return sims
+
+    def _rank(self, bm25: dict[int, float], attention: dict[int, float], closeness: dict[int, float],
+              segs: list[ScopeSegment]) -> tuple[list[int], dict[int, float]]:
+        """Segments best first by a weighted sum of each scorer's score scaled to [0, 1].
+
+        Scaled scores rather than ranks: a passage that bm25 finds far ahead of
+        the rest (the question's rare words) stays ahead; where bm25 is flat,
+        attention decides; latent closeness (weak evidence) only breaks ties.
+        """
+        in_scope = {s.segment.id for s in segs}
+        total: dict[int, float] = {}
+        for scores, w in ((bm25, 1.0), (attention, 0.5), (closeness, 0.1)):
+            vals = {i: v for i, v in scores.items() if i in in_scope}
+            if not vals:
+                continue
+            lo, hi = (0.0 if scores is bm25 else min(vals.values())), max(vals.values())
+            for i, v in vals.items():
+                total[i] = total.get(i, 0.0) + w * ((v - lo) / (hi - lo) if hi > lo else 1.0)
+        return sorted(total, key=lambda i: (-total[i], i)), total
+
+    def _relevant(self, bm25: dict[int, float], attention: dict[int, float], segs: list[ScopeSegment],
+                  cfg: AssistantConfig) -> set[int]:
+        """Segments that match a content word of the question, or draw a clear excess of its attention."""
+        in_scope = {s.segment.id for s in segs}
+        out = {i for i in bm25 if i in in_scope}
+        if attention:
+            floor = cfg.attention_ratio / max(len(attention), 1)
+            out |= {i for i, share in attention.items() if share >= floor and len(attention) > cfg.attention_ratio}
+        return out
+
+    def _choose(self, ranked: list[int], segs: list[ScopeSegment], cfg: AssistantConfig,
+                extra: Sequence[int]) -> list[int]:
+        """The passages to put back as raw text: asked-for ones first, then by rank, within the budget."""
+        by_id = {s.segment.id: s for s in segs}
+        chosen, used = [], 0
+        for sid in [*extra, *ranked]:
+            if sid in chosen or sid not in by_id:
+                continue
+            n = by_id[sid].segment.n_tokens or self.count_tokens(by_id[sid].segment.text)
+            forced = sid in extra
+            if not forced and (len(chosen) >= cfg.expand_k + len(extra) or used + n > cfg.expand_tokens):
+                continue
+            chosen.append(sid)
+            used += n
+        return chosen
+
+    # ------------------------------------------------------------------ prompt
+    def _fit(self, question: str, segs: list[ScopeSegment], bm25: dict[int, float], cfg: AssistantConfig,
+             answer: Answer) -> list[ScopeSegment]:
+        """Whole documents, best first, while they fit; the rest are named in ``answer.left_out``."""
+        b = self.backend
+        by_doc: dict[int, list[ScopeSegment]] = {}
+        for s in segs:
+            by_doc.setdefault(s.segment.document_id, []).append(s)
+        raw = cfg.mode == "full"
+        cost = {d: len(b.builder.build(self._doc_parts(ss, raw), add_bos=False)) for d, ss in by_doc.items()}
+        tail = self._question_block(question, [], numbered=True)
+        budget = (b.n_ctx - len(b.builder.build([Text(INSTRUCTIONS), *tail], add_bos=True)) - cfg.reserve_tokens
+                  - cfg.max_new_tokens)
+        if cfg.mode == "latent" and cfg.expand_style == "append":
+            budget -= cfg.expand_tokens + 16 * cfg.expand_k  # the passages and their headers
+        if sum(cost.values()) <= budget:
+            return segs
+        if cfg.mode == "full":
+            raise AssistantError(f"the scope's raw text ({sum(cost.values()):,} positions) does not fit the decoder's "
+                                 f"{b.n_ctx:,}: use the latent mode or a smaller scope")
+        # Rank documents: their best bm25 segment, and how close their latents sit to the question's tokens.
+        best = {d: max((bm25.get(s.segment.id, 0.0) for s in ss), default=0.0) for d, ss in by_doc.items()}
+        q = b.token_embeddings(b.builder.build([Text(question)], add_bos=False).token_ids())
+        qv = torch.nn.functional.normalize(q.float().mean(0), dim=0).cpu()
+        near = {}
+        for d, ss in by_doc.items():
+            sims = [float((torch.nn.functional.normalize(_latent_tensor(s), dim=1) @ qv).max())
+                    for s in ss if s.latent is not None]
+            near[d] = max(sims, default=-1.0)
+        fused = rrf(sorted(by_doc, key=lambda d: -best[d]), sorted(by_doc, key=lambda d: -near[d]))
+        keep, used = set(), 0
+        for d in sorted(by_doc, key=lambda d: -fused[d]):
+            if used + cost[d] <= budget:
+                keep.add(d)
+                used += cost[d]
+            else:
+                answer.left_out.append(by_doc[d][0].path)
+        log.info("scope too long for the context: %d documents left out", len(answer.left_out))
+        return [s for s in segs if s.segment.document_id in keep]
+
+    @staticmethod
+    def _doc_parts(segs: list[ScopeSegment], raw: bool, raw_ids: set[int] = frozenset()) -> list[Part]:
+        """One document: its name, then each segment (number, page, latents or text)."""
+        parts: list[Part] = [Text(f"\nDocument: {segs[0].path.rsplit('/', 1)[-1]}\n")]
+        for s in segs:
+            page = f" (page {s.segment.page})" if s.segment.page else ""
+            parts.append(Text(f"[{s.segment.id}]{page} "))
+            if raw or s.latent is None or s.segment.id in raw_ids:
+                parts.append(Text(s.segment.text.strip() + "\n"))
+            else:
+                parts.append(Latents(_latent_tensor(s)))
+        return parts
+
+    def _documents_block(self, segs: list[ScopeSegment], raw: bool, raw_ids: set[int] = frozenset()) -> _Prompt:
+        b = self.backend
+        parts: list[Part] = [Text(INSTRUCTIONS)]
+        owner: list[int | None] = [None]  # the segment id whose content each part is
+        by_doc: dict[int, list[ScopeSegment]] = {}
+        for s in segs:
+            by_doc.setdefault(s.segment.document_id, []).append(s)
+        for ss in by_doc.values():
+            dp = self._doc_parts(ss, raw, raw_ids)
+            parts.extend(dp)
+            owner.append(None)
+            for s in ss:
+                owner.extend([None, s.segment.id])
+        block = b.build(parts, add_bos=True)
+        # Parts tokenise independently, so each one's positions follow from its own length.
+        ranges: dict[int, range] = {}
+        p = 1 if b.builder.bos_id is not None else 0
+        for part, sid in zip(parts, owner):
+            n = len(b.builder.build([part], add_bos=False))
+            if sid is not None:
+                ranges[sid] = range(p, p + n)
+            p += n
+        n_raw = 0 if raw else sum(1 for s in segs if s.latent is None)
+        return _Prompt(block, ranges, segs, n_raw)
+
+    def _question_block(self, question: str, passages: list[ScopeSegment], numbered: bool) -> list[Part]:
+        text = ""
+        if passages:
+            text += "\n\nPassages quoted from the documents:\n"
+            for n, s in enumerate(passages, 1):
+                text += f"[{n}] {_where(s)}: \"{s.segment.text.strip()}\"\n"
+        text += f"\nQuestion: {question}\nAnswer:"
+        return [Text(text)]
+
+    def _prefill_docs(self, prompt: _Prompt, cfg: AssistantConfig, answer: Answer) -> torch.Tensor:
+        t = time.perf_counter()
+        b = self.backend
+        if cfg.prefix_cache and hasattr(b, "prefill_cached"):
+            if b.n_past:
+                b.reset()
+            logits = b.prefill_cached(prompt.block)
+            answer.prefix_reused = getattr(b, "last_prefix_hit", 0) > 0
+        else:
+            b.reset()
+            logits = b.prefill(prompt.block)
+        answer.timings["prefill_docs_s"] = time.perf_counter() - t
+        return logits
+
+    # ------------------------------------------------------------------ modes
+    def _answer_rag(self, question: str, doc_ids: list[int], bm25: dict[int, float], cfg: AssistantConfig,
+                    answer: Answer, t0: float) -> Iterator[str | Answer]:
+        if not bm25:
+            answer.found, answer.text = False, NOT_FOUND
+            yield NOT_FOUND
+            yield answer
+            return
+        top = sorted(bm25, key=lambda i: -bm25[i])[: cfg.rag_k]
+        segs = {s.id: s for s in self.store.get_segments_by_id(top)}
+        docs = {d.id: d.path for d in self.store.list_documents()}
+        picked = [ScopeSegment(segs[i], docs.get(segs[i].document_id, ""), None) for i in top if i in segs]
+        answer.citations = [self._cite(n + 1, s, bm25[s.segment.id]) for n, s in enumerate(picked)]
+        answer.expanded = [s.segment.id for s in picked]
+        self.backend.reset()
+        t = time.perf_counter()
+        logits = self.backend.prefill(self.backend.build([Text(INSTRUCTIONS), *self._question_block(question, picked, True)],
+                                                         add_bos=True))
+        answer.timings["prefill_docs_s"] = time.perf_counter() - t
+        yield from self._generate([], cfg, answer, t0, logits=logits)
+
+    def _agent(self, question: str, prompt: _Prompt, segs: list[ScopeSegment], chosen: list[int],
+               cfg: AssistantConfig) -> list[int]:
+        """The paper's loop: the model sees numbered segments and may ask to read some in full."""
+        by_id = {s.segment.id for s in segs}
+        asked: list[int] = []
+        for _ in range(cfg.agent_rounds):
+            tail = Text(f"\n\nQuestion: {question}\nTo read segments in full, reply EXPAND: and their numbers. "
+                        f"Otherwise reply ANSWER:.\nReply:")
+            logits = self.backend.prefill_cached(prompt.block, [tail]) if hasattr(self.backend, "prefill_cached") \
+                else self.backend.prefill([tail])
+            reply = "".join(self.backend.generate(GenerationConfig(max_new_tokens=24, stop=["\n"]), logits=logits))
+            m = re.search(r"EXPAND:\s*([\d,\s\[\]]+)", reply, re.IGNORECASE)
+            wanted = [int(x) for x in re.findall(r"\d+", m.group(1))] if m else []
+            wanted = [i for i in wanted if i in by_id and i not in asked]
+            log.debug("agent round: %r -> %s", reply, wanted)
+            if not wanted:
+                break
+            asked.extend(wanted)
+        merged = list(dict.fromkeys([*asked, *chosen]))
+        return merged[: max(cfg.expand_k, len(asked))]
+
+    def _generate(self, tail: list[Part], cfg: AssistantConfig, answer: Answer, t0: float,
+                  logits: torch.Tensor | None = None) -> Iterator[str | Answer]:
+        b = self.backend
+        t = time.perf_counter()
+        try:
+            if tail:
+                logits = b.prefill(b.build(tail, add_bos=False))
+        except ContextLengthError as e:
+            raise AssistantError(f"the prompt does not fit the decoder's context: {e}") from e
+        answer.positions = b.n_past
+        answer.timings["prefill_question_s"] = time.perf_counter() - t
+        res = GenerationResult()
+        text = ""
+        gen = b.generate(GenerationConfig(max_new_tokens=cfg.max_new_tokens, stop=["\nQuestion:", "\n\n"]),
+                         logits=logits, result=res)
+        for piece in gen:
+            if "ttft_s" not in answer.timings:
+                answer.timings["ttft_s"] = time.perf_counter() - t0
+            if cfg.one_paragraph and text.strip() and "\n" in piece:
+                # A small model that has said its answer starts over on the next line; one paragraph is the answer.
+                piece = piece.split("\n", 1)[0]
+                res.finish_reason = "stop"
+                text += piece
+                if piece:
+                    yield piece
+                gen.close()
+                break
+            if not text.strip():
+                piece = piece.lstrip("\n") if not text else piece
+            text += piece
+            if piece:
+                yield piece
+        answer.text = text.strip()
+        answer.finish_reason = res.finish_reason
+        answer.timings.setdefault("ttft_s", time.perf_counter() - t0)
+        answer.timings["total_s"] = time.perf_counter() - t0
+        yield answer
+
+    def _cite(self, number: int, s: ScopeSegment, score: float) -> Citation:
+        g = s.segment
+        return Citation(number, g.id, g.document_id, s.path, g.page, g.char_start, g.char_end, g.text, score)
+
+
+__all__ = ["Assistant", "AssistantConfig", "AssistantError", "Answer", "Citation", "Scope", "MODES", "NOT_FOUND"]

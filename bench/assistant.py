@@ -1,0 +1,188 @@
+"""The assistant's modes side by side on folders no one here wrote: disfl_qa passages, questions from the same set.
+
+For each folder length L (tokens of concatenated SQuAD paragraphs from
+BIG-bench's disfl_qa, one .txt file per paragraph) the folder is indexed once
+per compression ratio, then every configuration answers the same answerable
+questions (their paragraph is in the folder) through ``Assistant.ask``:
+
+  latent N=4/8/16   compressed documents + the top passages put back raw (the product)
+  full              the folder's raw text (n/a where it does not fit the 32k context)
+  rag               bm25 top-k raw passages, no documents block
+
+Each configuration runs in its own process (so its peak RSS is its own) on
+the llama.cpp backend. Time to first token is reported twice: "cold" for the
+first question (the documents block is prefilled: no prefix cache) and
+"warm" for the median of the others (the cached documents prefix is reused).
+Accuracy: SQuAD exact match and token F1, best over the targets.
+
+    python bench/assistant.py --lengths 4096 16384 --questions 10 --out bench/results/assistant
+    python bench/assistant.py --smoke          # one tiny folder, two questions: seconds (CI runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.eval_qa import best_over, ensure_disfl_qa, exact_match, parse_disfl_example, token_f1  # noqa: E402
+
+log = logging.getLogger("bench.assistant")
+CONFIGS = ["latent:4", "latent:8", "latent:16", "latent:8:inplace", "full:8", "rag:8"]
+KV_BYTES_PER_POSITION = 18 * 2 * 256 * 2  # Gemma-3-270M: 18 layers x (K, V) x 1 KV head x 256 dims x f16
+
+
+def _proc_status(field: str) -> float:
+    """A VmXXX field of /proc/self/status in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM, so the peak read later is the answering's own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def build_folder(examples: list[dict], length: int, folder: Path, tokenizer, n_questions: int, seed: int = 0) -> list[dict]:
+    """Write paragraphs until the folder holds ``length`` tokens; return answerable questions about them."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    folder.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, str] = {}
+    total = 0
+    questions = []
+    for i in order:
+        ex = parse_disfl_example(examples[i], i)
+        if ex.passage not in seen:
+            n = len(tokenizer(ex.passage, add_special_tokens=False)["input_ids"])
+            if total + n > length:
+                break
+            name = f"paragraph-{len(seen):03d}.txt"
+            (folder / name).write_text(ex.passage + "\n")
+            seen[ex.passage] = name
+            total += n
+        if ex.answerable and len(questions) < n_questions:
+            questions.append({"question": ex.question, "targets": ex.targets, "file": seen[ex.passage]})
+    return questions
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    """One configuration in this process: index (if needed), ask every question, report."""
+    from app.assistant import AssistantConfig
+    from app.cli import main as cli
+    from app.services import open_assistant, open_store
+    from app.settings import Settings
+
+    spec = json.loads(args.one)
+    settings = Settings(data_dir=Path(spec["data"]), device="cpu")
+    if not settings.store_path.exists():
+        assert cli(["--data-dir", spec["data"], "--device", "cpu", "index", "--ratio", str(spec["ratio"]), spec["folder"]]) == 0
+    questions = json.loads(Path(spec["questions"]).read_text())
+    rows = []
+    cfg = AssistantConfig(mode=spec["mode"], max_new_tokens=24, expand_style=spec.get("style", "append"))
+    with open_store(settings) as store, open_assistant(settings, store, ratio=spec["ratio"], backend=spec["backend"],
+                                                       config=cfg) as assistant:
+        loaded = _proc_status("VmRSS")
+        _reset_peak_rss()
+        for q in questions:
+            t = time.perf_counter()
+            try:
+                ans = assistant.ask(q["question"])
+            except Exception as e:  # noqa: BLE001 - a configuration that cannot answer says why in the table
+                return {**spec, "error": str(e)[:200]}
+            rows.append({"em": best_over(exact_match, ans.text, q["targets"]),
+                         "f1": best_over(token_f1, ans.text, q["targets"]),
+                         "cited": any(c.path.endswith(q["file"]) for c in ans.citations),
+                         "ttft": ans.timings.get("ttft_s", time.perf_counter() - t), "reused": ans.prefix_reused,
+                         "positions": ans.positions, "text": ans.text})
+        peak = _proc_status("VmHWM")
+    return {**spec, "rows": rows, "loaded_rss_mb": loaded, "peak_rss_mb": peak}
+
+
+def table(results: list[dict]) -> str:
+    head = ("| folder tokens | mode | N | EM | F1 | passage cited | TTFT cold (s) | TTFT warm, median (s) | "
+            "prompt positions | its KV (MB, computed) | RSS with models loaded (MB) | peak RSS answering (MB) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in results:
+        mode = r["mode"] + (" (in place)" if r.get("style") == "inplace" else "")
+        n = r["ratio"] if r["mode"] == "latent" else "-"
+        if "error" in r:
+            lines.append(f"| {r['length']} | {mode} | {n} | n/a: {r['error'][:80]} | | | | | | | | |")
+            continue
+        rows = r["rows"]
+        warm = [x["ttft"] for x in rows[1:]] or [float("nan")]
+        pos = statistics.median(x["positions"] for x in rows)
+        lines.append(
+            f"| {r['length']} | {mode} | {n} | "
+            f"{100 * statistics.mean(x['em'] for x in rows):.0f}% | {100 * statistics.mean(x['f1'] for x in rows):.0f}% | "
+            f"{100 * statistics.mean(x['cited'] for x in rows):.0f}% | {rows[0]['ttft']:.1f} | {statistics.median(warm):.2f} | "
+            f"{pos:,.0f} | {pos * KV_BYTES_PER_POSITION / 2**20:,.0f} | {r['loaded_rss_mb']:,.0f} | {r['peak_rss_mb']:,.0f} |")
+    return head + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384, 32768])
+    p.add_argument("--questions", type=int, default=10)
+    p.add_argument("--configs", nargs="*", default=CONFIGS, help="mode:N[:inplace] (inplace: expanded passages replace their latents)")
+    p.add_argument("--backend", default="llama.cpp")
+    p.add_argument("--work", type=Path, default=Path("/tmp/lcd-bench-assistant"))
+    p.add_argument("--out", type=Path)
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.one:
+        print("RESULT " + json.dumps(run_one(args)))
+        return 0
+    if args.smoke:
+        args.lengths, args.questions, args.configs = [600], 2, ["latent:8", "rag:8"]
+    from lclm_core.default_model import load_default_decoder
+
+    tok = load_default_decoder()[1]
+    examples = json.loads(ensure_disfl_qa().read_text())["examples"]
+    results = []
+    t0 = time.time()
+    for length in args.lengths:
+        folder = args.work / f"folder-{length}"
+        questions = build_folder(examples, length, folder, tok, args.questions)
+        qfile = args.work / f"questions-{length}.json"
+        qfile.write_text(json.dumps(questions))
+        for conf in args.configs:
+            mode, n, *style = conf.split(":")
+            spec = {"length": length, "mode": mode, "ratio": int(n), "style": style[0] if style else "append",
+                    "backend": args.backend, "folder": str(folder),
+                    "questions": str(qfile), "data": str(args.work / f"data-{length}-n{n}")}
+            done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+            results.append(json.loads(line[7:]) if line else {**spec, "error": done.stderr.strip()[-200:]})
+            log.info("%s", {k: v for k, v in results[-1].items() if k != "rows"})
+    text = (f"bench/assistant.py, backend {args.backend}, {args.questions} answerable disfl_qa questions per folder, "
+            f"{time.time() - t0:.0f} s\n\n" + table(results))
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".md").write_text(text + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

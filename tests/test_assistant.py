@@ -1,0 +1,176 @@
+"""The assistant on a tiny random decoder: what it puts in the prompt, what it cites, when it says "not found"."""
+
+import pytest
+import torch
+
+import tiny
+from app.assistant import NOT_FOUND, Assistant, AssistantConfig, AssistantError, Scope
+from latent_store import LatentIn, SegmentIn
+from lclm_core.inputs import Latents, Text
+from lclm_core.torch_backend import TorchDecoder
+
+FP = "tiny-fp"
+DOCS = {
+    "/docs/ops.txt": ["The Zorblax cluster listens on port 7431.", "Backups run nightly to the Lisbon vault."],
+    "/docs/tea.txt": ["Green tea is brewed at eighty degrees.", "Black tea wants boiling water."],
+    "/docs/manual.pdf": ["Chapter one introduces vectors.", "Chapter two covers the lm function for regression."],
+}
+
+
+def _latent(seed: int, dim: int, rows: int = 3) -> LatentIn:
+    t = torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed))
+    return LatentIn(t.numpy().tobytes(), "float32", (rows, dim), FP, 4)
+
+
+def fill(store, dim: int, docs=DOCS) -> None:
+    seed = 0
+    for path, texts in docs.items():
+        d = store.upsert_document(path, folder="/docs")
+        segs, lats = [], {}
+        for i, text in enumerate(texts):
+            page = i + 1 if path.endswith(".pdf") else None
+            segs.append(SegmentIn(i, text, page=page, char_start=i * 100, char_end=i * 100 + len(text)))
+            seed += 1
+            lats[segs[-1].sha256] = _latent(seed, dim)
+        store.replace_document_content(d.id, segs, lats, fingerprint=FP)
+
+
+@pytest.fixture
+def assistant(store):
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    fill(store, model.config.hidden_size)
+    a = Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, AssistantConfig(max_new_tokens=6))
+    yield a
+    a.close()
+
+
+def test_citations_are_data_pointing_at_the_matching_passage(assistant):
+    ans = assistant.ask("Which port does the Zorblax cluster listen on?")
+    assert ans.found and ans.mode == "latent"
+    first = ans.citations[0]
+    assert first.path == "/docs/ops.txt" and "7431" in first.text
+    assert (first.char_start, first.char_end) == (0, len(DOCS["/docs/ops.txt"][0]))
+    assert ans.expanded[0] == first.segment_id
+    assert ans.positions > 0 and ans.timings["ttft_s"] > 0
+
+
+def test_pdf_citations_carry_the_page(assistant):
+    ans = assistant.ask("regression with the lm function")
+    assert ans.citations[0].path == "/docs/manual.pdf" and ans.citations[0].page == 2
+
+
+def test_nothing_relevant_means_not_found_without_running_the_decoder(store):
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    fill(store, model.config.hidden_size)
+    calls = []
+    dec = TorchDecoder(model, tok, n_ctx=4096)
+    real = dec.generate
+    dec.generate = lambda *a, **k: calls.append(1) or real(*a, **k)
+    with Assistant(store, dec, FP, AssistantConfig(attention=False)) as a:
+        ans = a.ask("quantum chromodynamics of gluons")
+    assert not ans.found and ans.text == NOT_FOUND and ans.citations == [] and calls == []
+
+
+def test_second_question_reuses_the_documents_prefix_and_answers_the_same(store):
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    fill(store, model.config.hidden_size)
+    cfg = AssistantConfig(max_new_tokens=8)
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, cfg) as a:
+        first = a.ask("Where do backups go?")
+        again = a.ask("Where do backups go?")
+        other = a.ask("How hot for green tea?")
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, AssistantConfig(max_new_tokens=8, prefix_cache=False)) as b:
+        fresh = b.ask("Where do backups go?")
+    assert not first.prefix_reused and again.prefix_reused and other.prefix_reused
+    assert again.text == first.text == fresh.text
+
+
+def test_scope_limits_what_is_read_and_cited(assistant):
+    ans = assistant.ask("port of the cluster and tea temperature", Scope(paths=("/docs/tea.txt",)))
+    assert {c.path for c in ans.citations} == {"/docs/tea.txt"}
+    with pytest.raises(AssistantError, match="no indexed documents"):
+        assistant.ask("anything", Scope(folders=("/elsewhere",)))
+
+
+def test_a_scope_too_long_for_the_context_drops_whole_documents_and_says_which(store):
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    fill(store, model.config.hidden_size)
+    cfg = AssistantConfig(max_new_tokens=4, reserve_tokens=16, expand_tokens=40, expand_k=1)
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, cfg) as a:
+        everything = a.ask("Zorblax port")
+    # room for the instructions, the question, one passage and two of the three documents
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=everything.positions + 4 - 30), FP, cfg) as a:
+        ans = a.ask("Zorblax port")
+        assert len(ans.left_out) == 1 and "/docs/ops.txt" not in ans.left_out  # the matching document is kept
+        assert ans.citations[0].path == "/docs/ops.txt"
+        with pytest.raises(AssistantError, match="does not fit"):
+            a.ask("Zorblax port", mode="full", max_new_tokens=4)
+
+
+def test_rag_mode_gives_bm25_passages_and_no_latents(assistant, monkeypatch):
+    seen = []
+    real = assistant.backend.prefill
+    monkeypatch.setattr(assistant.backend, "prefill", lambda inputs: seen.append(inputs) or real(inputs))
+    ans = assistant.ask("boiling water for black tea", mode="rag")
+    assert ans.mode == "rag" and "Black tea" in ans.citations[0].text
+    assert seen and not any(p.latent_positions() for p in seen)  # only raw passages and the question were read
+
+
+def test_expand_puts_one_more_passage_back(assistant):
+    ans = assistant.ask("Zorblax port", expand_k=1)
+    extra = next(s.id for s in assistant.store.get_segments(assistant.store.get_document("/docs/tea.txt").id))
+    *_, again = assistant.expand(ans, extra, expand_k=1)
+    assert extra in again.expanded and ans.expanded[0] in again.expanded
+    assert any(c.segment_id == extra for c in again.citations)
+
+
+def test_inplace_expansion_replaces_latents_with_text(assistant):
+    append = assistant.ask("Zorblax port", expand_k=1)
+    inplace = assistant.ask("Zorblax port", expand_k=1, expand_style="inplace")
+    assert inplace.expanded == append.expanded
+    assert inplace.positions != append.positions
+
+
+def test_segment_ranges_are_the_positions_of_their_latent_blocks(assistant):
+    segs = assistant.store.load_scope([d.id for d in assistant.store.list_documents()], FP)
+    prompt = assistant._documents_block(segs, raw=False)
+    blocks = prompt.block.latent_positions()
+    assert len(blocks) == len(segs)
+    for s, r in zip(segs, blocks):
+        got = prompt.ranges[s.segment.id]
+        assert (got.start + 1, got.stop - 1) == (r.start, r.stop)  # <start> z <end>
+
+
+def test_attention_mass_covers_the_prefix_and_leaves_the_sequence_alone():
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    dec = TorchDecoder(model, tok)
+    docs = dec.build([Text("alpha beta gamma"), Latents(torch.randn(5, model.config.hidden_size))], add_bos=True)
+    q = dec.build([Text(" a question")], add_bos=False)
+    dec.prefill_cached(docs)
+    mass = dec.attention_mass(q)
+    assert mass.shape == (len(docs),) and (mass >= 0).all() and mass.sum() > 0
+    assert dec.n_past == len(docs)
+    after = dec.prefill(q)
+    assert torch.allclose(after, dec.logits_for(docs + q)[-1], atol=1e-4)  # the cache was not touched
+
+
+def test_agent_loop_expands_the_segments_the_model_asks_for(assistant, monkeypatch):
+    tea = assistant.store.get_segments(assistant.store.get_document("/docs/tea.txt").id)[1].id
+    replies = iter([f"EXPAND: {tea}", "ANSWER: done"])
+    real = assistant.backend.generate
+
+    def scripted(cfg=None, logits=None, result=None):
+        if cfg is not None and cfg.max_new_tokens == 24:  # an agent round
+            yield next(replies)
+            return
+        yield from real(cfg, logits=logits, result=result)
+
+    monkeypatch.setattr(assistant.backend, "generate", scripted)
+    ans = assistant.ask("Zorblax port", agent_rounds=2, expand_k=2)
+    assert ans.expanded[0] == tea  # what the model asked for comes first
+    assert ans.citations[0].segment_id == tea and len(ans.expanded) == 2
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="mode"):
+        AssistantConfig(mode="magic")
