@@ -209,7 +209,8 @@ class Assistant:
             return
         segs = self.store.load_scope(doc_ids, self.fingerprint)
         segs = self._fit(question, segs, bm25, cfg, answer)
-        prompt = self._documents_block(segs, raw=cfg.mode == "full")
+        numbered = cfg.agent_rounds > 0 and cfg.mode == "latent"
+        prompt = self._documents_block(segs, raw=cfg.mode == "full", numbered=numbered)
         answer.raw_segments = prompt.raw_segments
         attention: dict[int, float] = {}
         closeness: dict[int, float] = {}
@@ -219,7 +220,7 @@ class Assistant:
             # The paper's expansion: the chosen segments' raw text replaces their latents.
             ranked, scores = self._rank(bm25, {}, closeness, segs)
             chosen = self._choose(ranked, segs, cfg, extra_segments)
-            prompt = self._documents_block(segs, raw=False, raw_ids=set(chosen))
+            prompt = self._documents_block(segs, raw=False, raw_ids=set(chosen), numbered=numbered)
             logits = self._prefill_docs(prompt, cfg, answer)
         else:
             logits = self._prefill_docs(prompt, cfg, answer)
@@ -327,7 +328,9 @@ class Assistant:
         for s in segs:
             by_doc.setdefault(s.segment.document_id, []).append(s)
         raw = cfg.mode == "full"
-        cost = {d: len(b.builder.build(self._doc_parts(ss, raw), add_bos=False)) for d, ss in by_doc.items()}
+        numbered = cfg.agent_rounds > 0
+        cost = {d: len(b.builder.build([p for p, _ in self._doc_parts(ss, raw, numbered=numbered)], add_bos=False))
+                for d, ss in by_doc.items()}
         tail = self._question_block(question, [], numbered=True)
         budget = (b.n_ctx - len(b.builder.build([Text(INSTRUCTIONS), *tail], add_bos=True)) - cfg.reserve_tokens
                   - cfg.max_new_tokens)
@@ -359,36 +362,39 @@ class Assistant:
         return [s for s in segs if s.segment.document_id in keep]
 
     @staticmethod
-    def _doc_parts(segs: list[ScopeSegment], raw: bool, raw_ids: set[int] = frozenset()) -> list[Part]:
-        """One document: its name, then each segment (number, page, latents or text)."""
-        parts: list[Part] = [Text(f"\nDocument: {segs[0].path.rsplit('/', 1)[-1]}\n")]
-        for s in segs:
-            page = f" (page {s.segment.page})" if s.segment.page else ""
-            parts.append(Text(f"[{s.segment.id}]{page} "))
-            if raw or s.latent is None or s.segment.id in raw_ids:
-                parts.append(Text(s.segment.text.strip() + "\n"))
-            else:
-                parts.append(Latents(_latent_tensor(s)))
-        return parts
+    def _doc_parts(segs: list[ScopeSegment], raw: bool, raw_ids: set[int] = frozenset(),
+                   numbered: bool = False) -> list[tuple[Part, int | None]]:
+        """One document: its name, then each segment as latents or text, with the segment each part carries.
 
-    def _documents_block(self, segs: list[ScopeSegment], raw: bool, raw_ids: set[int] = frozenset()) -> _Prompt:
+        Segment numbers and pages go in only when the model must name segments
+        (the agent loop): at N = 8 a label costs as many positions as 60 tokens
+        of text compress to, and citations never come from the answer text.
+        """
+        out: list[tuple[Part, int | None]] = [(Text(f"\nDocument: {segs[0].path.rsplit('/', 1)[-1]}\n"), None)]
+        for s in segs:
+            if numbered:
+                page = f" (page {s.segment.page})" if s.segment.page else ""
+                out.append((Text(f"[{s.segment.id}]{page} "), None))
+            if raw or s.latent is None or s.segment.id in raw_ids:
+                out.append((Text(s.segment.text.strip() + "\n"), s.segment.id))
+            else:
+                out.append((Latents(_latent_tensor(s)), s.segment.id))
+        return out
+
+    def _documents_block(self, segs: list[ScopeSegment], raw: bool, raw_ids: set[int] = frozenset(),
+                         numbered: bool = False) -> _Prompt:
         b = self.backend
-        parts: list[Part] = [Text(INSTRUCTIONS)]
-        owner: list[int | None] = [None]  # the segment id whose content each part is
+        pairs: list[tuple[Part, int | None]] = [(Text(INSTRUCTIONS), None)]
         by_doc: dict[int, list[ScopeSegment]] = {}
         for s in segs:
             by_doc.setdefault(s.segment.document_id, []).append(s)
         for ss in by_doc.values():
-            dp = self._doc_parts(ss, raw, raw_ids)
-            parts.extend(dp)
-            owner.append(None)
-            for s in ss:
-                owner.extend([None, s.segment.id])
-        block = b.build(parts, add_bos=True)
+            pairs.extend(self._doc_parts(ss, raw, raw_ids, numbered))
+        block = b.build([part for part, _ in pairs], add_bos=True)
         # Parts tokenise independently, so each one's positions follow from its own length.
         ranges: dict[int, range] = {}
         p = 1 if b.builder.bos_id is not None else 0
-        for part, sid in zip(parts, owner):
+        for part, sid in pairs:
             n = len(b.builder.build([part], add_bos=False))
             if sid is not None:
                 ranges[sid] = range(p, p + n)
