@@ -406,7 +406,8 @@ class Assistant:
         text = ""
         if passages:
             text += "\n\nPassages quoted from the documents:\n"
-            for n, s in enumerate(passages, 1):
+            # Best last, next to the question: a small decoder leans on what it read most recently.
+            for n, s in reversed(list(enumerate(passages, 1))):
                 text += f"[{n}] {_where(s)}: \"{s.segment.text.strip()}\"\n"
         text += f"\nQuestion: {question}\nAnswer:"
         return [Text(text)]
