@@ -128,13 +128,12 @@ def content_terms(text: str) -> list[str]:
     return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
 
 
-def rrf(*rankings: Sequence[int], k: int = 60, weights: Sequence[float] | None = None) -> dict[int, float]:
+def rrf(*rankings: Sequence[int], k: int = 60) -> dict[int, float]:
     """Reciprocal-rank fusion: robust to scorers on incomparable scales."""
     out: dict[int, float] = {}
-    for j, ranking in enumerate(rankings):
-        w = weights[j] if weights else 1.0
+    for ranking in rankings:
         for r, sid in enumerate(ranking):
-            out[sid] = out.get(sid, 0.0) + w / (k + r + 1)
+            out[sid] = out.get(sid, 0.0) + 1.0 / (k + r + 1)
     return out
 
 
@@ -154,7 +153,6 @@ class _Prompt:
 
     block: DecoderInputs
     ranges: dict[int, range]  # segment id -> positions (from the start of the sequence)
-    segments: list[ScopeSegment]
     raw_segments: int = 0
 
 
@@ -208,14 +206,10 @@ class Assistant:
             yield from self._answer_rag(question, doc_ids, bm25, cfg, answer, t0)
             return
         segs = self.store.load_scope(doc_ids, self.fingerprint)
-        segs = self._fit(question, segs, bm25, cfg, answer)
         numbered = cfg.agent_rounds > 0 and cfg.mode == "latent"
-        prompt = self._documents_block(segs, raw=cfg.mode == "full", numbered=numbered)
-        answer.raw_segments = prompt.raw_segments
         attention: dict[int, float] = {}
-        closeness: dict[int, float] = {}
-        if cfg.mode == "latent":
-            closeness = self._closeness(question, segs)
+        closeness = self._closeness(question, segs) if cfg.mode == "latent" else {}
+        segs = self._fit(question, segs, bm25, closeness, numbered, cfg, answer)
         if cfg.mode == "latent" and cfg.expand_style == "inplace":
             # The paper's expansion: the chosen segments' raw text replaces their latents.
             ranked, scores = self._rank(bm25, {}, closeness, segs)
@@ -223,11 +217,13 @@ class Assistant:
             prompt = self._documents_block(segs, raw=False, raw_ids=set(chosen), numbered=numbered)
             logits = self._prefill_docs(prompt, cfg, answer)
         else:
+            prompt = self._documents_block(segs, raw=cfg.mode == "full", numbered=numbered)
             logits = self._prefill_docs(prompt, cfg, answer)
             if cfg.mode == "latent" and cfg.attention and hasattr(self.backend, "attention_mass"):
                 attention = self._attention(question, prompt)
             ranked, scores = self._rank(bm25, attention, closeness, segs)
             chosen = self._choose(ranked, segs, cfg, extra_segments) if cfg.mode == "latent" else []
+        answer.raw_segments = prompt.raw_segments
         relevant = self._relevant(bm25, attention, segs, cfg)
         if not relevant and not extra_segments:
             answer.found = False
@@ -268,11 +264,8 @@ class Assistant:
         b = self.backend
         q = b.token_embeddings(b.builder.build([Text(question)], add_bos=False).token_ids())
         qv = torch.nn.functional.normalize(q.float().mean(0), dim=0).cpu()
-        sims = {s.segment.id: float((torch.nn.functional.normalize(_latent_tensor(s), dim=1) @ qv).max())
+        return {s.segment.id: float((torch.nn.functional.normalize(_latent_tensor(s), dim=1) @ qv).max())
                 for s in segs if s.latent is not None}
-        if not sims:
-            return {}
-        return sims
 
     def _rank(self, bm25: dict[int, float], attention: dict[int, float], closeness: dict[int, float],
               segs: list[ScopeSegment]) -> tuple[list[int], dict[int, float]]:
@@ -320,15 +313,14 @@ class Assistant:
         return chosen
 
     # ------------------------------------------------------------------ prompt
-    def _fit(self, question: str, segs: list[ScopeSegment], bm25: dict[int, float], cfg: AssistantConfig,
-             answer: Answer) -> list[ScopeSegment]:
+    def _fit(self, question: str, segs: list[ScopeSegment], bm25: dict[int, float], closeness: dict[int, float],
+             numbered: bool, cfg: AssistantConfig, answer: Answer) -> list[ScopeSegment]:
         """Whole documents, best first, while they fit; the rest are named in ``answer.left_out``."""
         b = self.backend
         by_doc: dict[int, list[ScopeSegment]] = {}
         for s in segs:
             by_doc.setdefault(s.segment.document_id, []).append(s)
         raw = cfg.mode == "full"
-        numbered = cfg.agent_rounds > 0
         cost = {d: len(b.builder.build([p for p, _ in self._doc_parts(ss, raw, numbered=numbered)], add_bos=False))
                 for d, ss in by_doc.items()}
         tail = self._question_block(question, [], numbered=True)
@@ -343,13 +335,8 @@ class Assistant:
                                  f"{b.n_ctx:,}: use the latent mode or a smaller scope")
         # Rank documents: their best bm25 segment, and how close their latents sit to the question's tokens.
         best = {d: max((bm25.get(s.segment.id, 0.0) for s in ss), default=0.0) for d, ss in by_doc.items()}
-        q = b.token_embeddings(b.builder.build([Text(question)], add_bos=False).token_ids())
-        qv = torch.nn.functional.normalize(q.float().mean(0), dim=0).cpu()
-        near = {}
-        for d, ss in by_doc.items():
-            sims = [float((torch.nn.functional.normalize(_latent_tensor(s), dim=1) @ qv).max())
-                    for s in ss if s.latent is not None]
-            near[d] = max(sims, default=-1.0)
+        near = {d: max((closeness[s.segment.id] for s in ss if s.segment.id in closeness), default=-1.0)
+                for d, ss in by_doc.items()}
         fused = rrf(sorted(by_doc, key=lambda d: -best[d]), sorted(by_doc, key=lambda d: -near[d]))
         keep, used = set(), 0
         for d in sorted(by_doc, key=lambda d: -fused[d]):
@@ -400,7 +387,7 @@ class Assistant:
                 ranges[sid] = range(p, p + n)
             p += n
         n_raw = 0 if raw else sum(1 for s in segs if s.latent is None)
-        return _Prompt(block, ranges, segs, n_raw)
+        return _Prompt(block, ranges, n_raw)
 
     def _question_block(self, question: str, passages: list[ScopeSegment], numbered: bool) -> list[Part]:
         text = ""
