@@ -62,6 +62,7 @@ class AssistantConfig:
     expand_tokens: int = 1200  # and their token budget
     expand_style: str = "append"
     rag_k: int = 4
+    more_k: int = 5  # next-ranked passages offered for "read this one too"
     max_new_tokens: int = 160
     reserve_tokens: int = 256  # positions kept for headers, the question and slack
     attention: bool = True  # the attention scorer (backends that can read attention)
@@ -117,6 +118,7 @@ class Answer:
     left_out: list[str] = field(default_factory=list)  # documents that did not fit the context
     raw_segments: int = 0  # segments given as raw text because they had no latents yet
     expanded: list[int] = field(default_factory=list)  # segment ids put back as raw text
+    more: list[Citation] = field(default_factory=list)  # the next-ranked passages, not read as text (the UI offers them)
     positions: int = 0  # prompt length in decoder positions
     prefix_reused: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # prefill_s, ttft_s, total_s
@@ -238,6 +240,8 @@ class Assistant:
         cited = [by_id[i] for i in chosen] if cfg.mode == "latent" else [by_id[i] for i in ranked[: cfg.expand_k]]
         answer.citations = [self._cite(n + 1, s, scores.get(s.segment.id, 0.0)) for n, s in enumerate(cited)]
         answer.expanded = list(chosen)
+        shown = {c.segment_id for c in answer.citations}
+        answer.more = [self._cite(0, by_id[i], scores.get(i, 0.0)) for i in ranked if i not in shown][: cfg.more_k]
         passages = cited if (cfg.mode == "latent" and cfg.expand_style == "append") else []
         tail = self._question_block(question, passages, numbered=cfg.mode == "latent")
         yield from self._generate(tail, cfg, answer, t0)
@@ -298,7 +302,8 @@ class Assistant:
 
     def _choose(self, ranked: list[int], segs: list[ScopeSegment], cfg: AssistantConfig,
                 extra: Sequence[int]) -> list[int]:
-        """The passages to put back as raw text: asked-for ones first, then by rank, within the budget."""
+        """The passages to put back as raw text: asked-for ones first, then by rank, within the budget
+        (``expand_k`` passages in all, or just the asked-for ones when they are more)."""
         by_id = {s.segment.id: s for s in segs}
         chosen, used = [], 0
         for sid in [*extra, *ranked]:
@@ -306,7 +311,8 @@ class Assistant:
                 continue
             n = by_id[sid].segment.n_tokens or self.count_tokens(by_id[sid].segment.text)
             forced = sid in extra
-            if not forced and (len(chosen) >= cfg.expand_k + len(extra) or used + n > cfg.expand_tokens):
+            # asked-for passages replace the ranked fill: "read this one too" means exactly one more
+            if not forced and (len(chosen) >= max(cfg.expand_k, len(extra)) or used + n > cfg.expand_tokens):
                 continue
             chosen.append(sid)
             used += n

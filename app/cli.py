@@ -23,7 +23,7 @@ class UserError(Exception):
     """An error whose message tells the user what to do."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lclm-docs",
         description="Latent Context Docs: ask questions over your folders through compressed latent context.",
@@ -31,15 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help=f"where all state lives (default: ${ENV_HOME}, else the user data directory)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", help="auto (default), float32, bfloat16 or float16")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="a published LCLM checkpoint (directory, or hub id when online) instead of the embedded default")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules or COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, modules: list[str] | None = None) -> int:
+    """``modules``: the subcommand modules (``ui.cli`` adds ``serve``: app must not import ui)."""
+    parser = build_parser(modules)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    settings = Settings.from_env(args.data_dir, device=args.device, dtype=args.dtype)
+    settings = Settings.from_env(args.data_dir, device=args.device, dtype=args.dtype, checkpoint=args.checkpoint)
     try:
         return int(args.func(args, settings) or 0)
     except UserError as e:

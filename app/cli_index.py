@@ -108,7 +108,7 @@ def _quiet_pdf_logs(args: argparse.Namespace) -> None:
 
 
 def _service(args: argparse.Namespace, settings: Settings, paths: list[str], *, watch: bool, printer: ProgressPrinter):
-    from .services import IndexingService, ServiceError, load_compressor, open_store
+    from .services import IndexingService, ServiceError, load_models, open_store
 
     _quiet_pdf_logs(args)
     config = _config(args)
@@ -117,7 +117,7 @@ def _service(args: argparse.Namespace, settings: Settings, paths: list[str], *, 
         raise UserError(f"no such file or folder: {', '.join(missing)}")
     store = open_store(settings)
     try:
-        comp = load_compressor(settings, args.ratio)
+        comp = load_models(settings, ratio=args.ratio).compressor
         return IndexingService.create(store, comp, paths, config=config, callbacks=[printer], watch=watch,
                                       debounce_s=getattr(args, "debounce", 0.5))
     except ServiceError as e:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,9 @@ class IndexingService:
     files: list[Path]
     watcher: FolderWatcher | None = None
     report: SyncReport = field(default_factory=SyncReport)
+    debounce_s: float = 0.5
+    rescan_s: float | None = 600.0
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def create(
@@ -95,7 +99,7 @@ class IndexingService:
         indexer = Indexer(store, compressor, config, callbacks)
         sync = FolderSync(store, folders + [f.parent for f in files], enqueue=indexer.enqueue)
         watcher = FolderWatcher(sync, debounce_s=debounce_s, rescan_s=rescan_s) if watch else None
-        return cls(store, indexer, sync, folders, files, watcher)
+        return cls(store, indexer, sync, folders, files, watcher, debounce_s=debounce_s, rescan_s=rescan_s)
 
     def start(self, *, retry_failed: bool = False) -> "IndexingService":
         """Scan the folders (and register them, when watching), queue what
@@ -125,9 +129,58 @@ class IndexingService:
         self.indexer.start()  # after the scan, so its report comes before the first document line
         return self
 
-    def close(self) -> None:
+    def add_folder(self, path: str | os.PathLike[str]) -> Path:
+        """Watch one more folder from now on: registered in the store, scanned,
+        its documents queued. The watcher is rebuilt over the new set of roots
+        (watchdog schedules per root; a rebuild is simpler than patching one)."""
+        p = normalize(path)
+        if not p.is_dir():
+            raise ServiceError(f"{path}: no such folder")
+        with self._lock:
+            self.store.add_folder(str(p))
+            if p not in self.folders:
+                self.folders.append(p)
+            self._rewatch()
+        return p
+
+    def remove_folder(self, path: str | os.PathLike[str], *, forget: bool = True) -> int:
+        """Stop watching a folder; ``forget`` also drops its documents and their
+        latents from the store (the files on disk are never touched). Returns
+        the number of documents dropped."""
+        key = str(normalize(path))
+        with self._lock:
+            self.folders = [f for f in self.folders if str(f) != key]
+            n = self.store.remove_folder(key, delete_documents=forget)
+            if key != str(path):  # registered under the name the user typed
+                n += self.store.remove_folder(str(path), delete_documents=forget)
+            self._rewatch()
+        return n
+
+    def _rewatch(self) -> None:
+        sync = FolderSync(self.store, self.folders + [f.parent for f in self.files], enqueue=self.indexer.enqueue)
+        watching = self.watcher is not None
         if self.watcher is not None:
             self.watcher.stop()
+        self.sync = sync
+        if watching:
+            self.watcher = FolderWatcher(sync, debounce_s=self.debounce_s, rescan_s=self.rescan_s).start()
+        else:
+            for f in self.folders:
+                sync.reconcile(f)
+
+    def reindex(self, document_ids: Iterable[int] | None = None) -> int:
+        """Queue documents again (all under the folders when None), errors
+        included: the user may have fixed a file or raised a limit. Unchanged
+        segments keep their latents, so this costs only the parse."""
+        roots = self.folders + self.files
+        if document_ids is None:
+            document_ids = [d.id for d in self.store.list_documents() if _under(d.path, roots)]
+        return self.indexer.enqueue(list(document_ids))
+
+    def close(self) -> None:
+        with self._lock:
+            if self.watcher is not None:
+                self.watcher.stop()
         self.indexer.close()
 
     def __enter__(self) -> "IndexingService":
@@ -137,33 +190,84 @@ class IndexingService:
         self.close()
 
 
-def open_assistant(settings: Settings, store: LatentStore, *, ratio: int | None = None, backend: str | None = None,
-                   config=None):
-    """An :class:`~app.assistant.Assistant` over ``store`` with the default compressor's decoder.
+@dataclass
+class Models:
+    """A compressor and a way to open decoders that read its latents.
 
-    The torch backend shares the compressor's loaded model (its attention
-    scorer needs torch); ``llama.cpp`` opens the GGUF in llama.cpp, which
-    prefills and generates faster on a CPU but cannot read attention.
+    Either the embedded default (compressor at ratio N over the Gemma
+    decoder) or a published LCLM checkpoint (its own encoder, adapter and
+    decoder; its ratio is fixed by the checkpoint).
     """
-    from lclm_core.torch_backend import TorchDecoder
 
+    compressor: Compressor
+    open_backend: Callable[[str], object]
+    source: str  # what the user sees: "embedded default, N=4" or the checkpoint's path
+    ratio: int
+    checkpoint: str | None = None
+
+    @property
+    def trained(self) -> bool:
+        return bool(getattr(self.compressor, "trained", True))
+
+
+def load_models(settings: Settings, *, ratio: int | None = None) -> Models:
+    """The compressor and decoder factory that ``settings`` name (loads weights: seconds)."""
+    if settings.checkpoint:
+        return _checkpoint_models(settings)
+    comp = load_compressor(settings, ratio)
+
+    def open_backend(name: str):
+        from lclm_core.torch_backend import TorchDecoder
+
+        memory = comp.config.memory_tokens
+        if name == "torch":
+            from lclm_core.default_model import load_default_decoder
+            from lclm_core.device import resolve
+
+            model, tok = load_default_decoder(resolve(settings.device, settings.dtype))
+            return TorchDecoder(model, tok, memory, n_ctx=32768)
+        if name in ("llama.cpp", "llama"):
+            try:
+                from lclm_core.llama_backend import PrefixStateCache, open_default
+            except ImportError as e:  # llama-cpp-python missing or broken
+                raise ServiceError(f"the llama.cpp backend is unavailable ({e}); use the torch backend") from e
+            return open_default(comp.tokenizer, prefix_cache=PrefixStateCache(), memory_tokens=memory)
+        raise ServiceError(f"unknown backend {name!r}: torch or llama.cpp")
+
+    n = int(getattr(comp, "ratio", None) or comp.config.compression_ratio)
+    return Models(comp, open_backend, f"embedded default, N={n}", n)
+
+
+def _checkpoint_models(settings: Settings) -> Models:
+    from lclm_core.checkpoint import CheckpointError, load_checkpoint
+    from lclm_core.device import resolve
+
+    try:
+        loaded = load_checkpoint(settings.checkpoint, resolve(settings.device, settings.dtype))
+    except (CheckpointError, ValueError, OSError) as e:
+        raise ServiceError(f"cannot load the checkpoint {settings.checkpoint}: {e}") from e
+
+    def open_backend(name: str):
+        if name != "torch":
+            raise ServiceError("a published checkpoint runs on the torch backend here; for llama.cpp convert its "
+                               "decoder (lclm-docs convert-decoder) and use it from Python (lclm_core.convert)")
+        return loaded.torch_backend()
+
+    n = loaded.compressor.config.compression_ratio
+    return Models(loaded.compressor, open_backend, f"checkpoint {loaded.path}, N={n}", n, str(loaded.path))
+
+
+def open_assistant(settings: Settings, store: LatentStore, *, ratio: int | None = None, backend: str | None = None,
+                   config=None, models: Models | None = None):
+    """An :class:`~app.assistant.Assistant` over ``store`` with the compressor's decoder.
+
+    The torch backend shares the default compressor's loaded model (its
+    attention scorer needs torch); ``llama.cpp`` opens the GGUF in llama.cpp,
+    which prefills and generates faster on a CPU but cannot read attention.
+    """
     from .assistant import Assistant, AssistantConfig
 
-    comp = load_compressor(settings, ratio)
-    name = backend or settings.backend
-    memory = comp.config.memory_tokens
-    if name == "torch":
-        from lclm_core.default_model import load_default_decoder
-        from lclm_core.device import resolve
-
-        model, tok = load_default_decoder(resolve(settings.device, settings.dtype))
-        dec = TorchDecoder(model, tok, memory, n_ctx=32768)
-    elif name in ("llama.cpp", "llama"):
-        try:
-            from lclm_core.llama_backend import PrefixStateCache, open_default
-        except ImportError as e:  # llama-cpp-python missing or broken
-            raise ServiceError(f"the llama.cpp backend is unavailable ({e}); use --backend torch") from e
-        dec = open_default(comp.tokenizer, prefix_cache=PrefixStateCache(), memory_tokens=memory)
-    else:
-        raise ServiceError(f"unknown backend {name!r}: torch or llama.cpp")
+    models = models or load_models(settings, ratio=ratio)
+    comp = models.compressor
+    dec = models.open_backend(backend or settings.backend)
     return Assistant(store, dec, comp.fingerprint, config or AssistantConfig(), count_tokens=comp.count_tokens)

@@ -52,3 +52,15 @@ def folder(tmp_path) -> Path:
     d = tmp_path / "docs"
     d.mkdir()
     return d.resolve()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A published-layout LCLM checkpoint with tiny random weights (what `--checkpoint` loads)."""
+    import tiny
+    from lclm_core.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("ckpt") / "tiny-LCLM-4x"
+    save_checkpoint(root, data.tiny_compressor(), tiny.decoder("qwen"), tiny.tokenizer("qwen"))
+    return root
+

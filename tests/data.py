@@ -178,3 +178,31 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+# ------------------------------------------------------------- browser
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> str | None:
+    """Debian's Chromium for the browser tests, installed once if missing; None when ready, else why not."""
+    if CHROMIUM.exists():
+        return None
+    if "chromium" not in _attempted:
+        _attempted.add("chromium")
+        log.info("installing Debian's chromium for the browser tests")
+        why = _apt_install(["chromium", "fonts-dejavu-core"])
+        if why:
+            return f"needs Debian's chromium: {why}"
+    return None if CHROMIUM.exists() else f"{CHROMIUM} missing (Debian package chromium)"
+
+
+def require(why: str | None) -> None:
+    """Skip with ``why``, except in CI, where a missing prerequisite is a failure, not a skip."""
+    if why is None:
+        return
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run this test: {why}")
+    pytest.skip(why)

@@ -1,0 +1,134 @@
+"""The UI in a real headless Chromium (Debian's), driven by Playwright, against a launched app.
+
+A user's path: open the page, add a folder, wait until it is indexed, ask,
+watch the answer stream, open a citation, read one more passage and get a
+new answer. The screenshot of the finished chat is kept in
+``test-artifacts/ui-chat.png``.
+"""
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+import data
+from served import serve
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# As root in a container, and with no network: no sandbox, no Google services (their lookups fail here).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+EVIL = ('The Quokka release notes. <script>window.__pwned = 1</script>'
+        '<img src="x" onerror="window.__pwned = 2"> Quokka ships on Friday.\n')
+
+
+@pytest.fixture(scope="module")
+def browser():
+    data.require(data.ensure_chromium())
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        data.require("playwright is not installed (pip install -e .[test])")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(data.CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_checkpoint):
+    root = tmp_path_factory.mktemp("ui-browser")
+    served = serve(root / "data", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--dtype", "float32")
+    yield served, root
+    served.stop()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1100})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    offsite: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("request", lambda r: None if urlparse(r.url).hostname in ("127.0.0.1", "localhost", None)
+          or r.url.startswith(("data:", "blob:")) else offsite.append(r.url))
+    yield pg
+    ctx.close()
+    assert not errors, errors
+    assert not offsite, f"the page asked for things off this computer: {offsite[:5]}"
+
+
+def test_add_a_folder_ask_and_expand_in_the_browser(app, page):
+    from playwright.sync_api import expect
+
+    served, root = app
+    docs = (root / "docs").resolve()
+    docs.mkdir()
+    (docs / "ops.txt").write_text("The Zorblax cluster listens on port 7431.\n\nBackups run nightly to the Lisbon vault.\n")
+    (docs / "tea.txt").write_text("Green tea is brewed at eighty degrees.\n\nBlack tea wants boiling water.\n")
+    (docs / "vault.txt").write_text("The Lisbon vault keeps the Zorblax backups. Its door code is 5512.\n")
+    for i in range(4):  # more passages than an answer reads, so some are offered to read next
+        (docs / f"notes-{i}.txt").write_text(f"The Zorblax cluster note {i}. " + data.prose(i, paragraphs=1))
+
+    page.goto(served.url)
+    page.get_by_role("tab", name="Library").click()
+    page.locator("#folder textarea").fill(str(docs))
+    page.locator("#add-folder").click()
+    expect(page.locator("#library-msg")).to_contain_text("added", timeout=20_000)
+    expect(page.locator("#status")).to_contain_text("7 indexed", timeout=60_000)  # the live progress line
+    expect(page.locator("#documents")).to_contain_text("vault.txt")
+
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#question textarea").fill("Which port does the Zorblax cluster listen on?")
+    page.locator("#ask").click()
+    bot = page.locator("#chatbot")
+    expect(bot).to_contain_text("[1] ops.txt", timeout=60_000)  # the answer, then its citations
+    expect(page.locator("#chats")).to_contain_text("Which port does the Zorblax cluster")
+
+    # a citation opens to its passage
+    page.locator("#chatbot").get_by_text("[1] ops.txt").click()
+    expect(bot).to_contain_text("listens on port 7431")
+    # the passages panel links the document
+    link = page.locator("#passages a").first
+    assert link.get_attribute("href").startswith("/document/")
+
+    # read one more passage and answer again
+    page.locator("#more input").click()
+    option = page.get_by_role("option").first
+    name = option.inner_text().split(":")[0]  # "notes-1.txt: The Zorblax cluster note 1…"
+    option.click()
+    page.locator("#expand").click()
+    expect(bot).to_contain_text(f"Read {name} too", timeout=10_000)
+    # the new answer cites it after the three passages read before
+    expect(page.locator("#passages")).to_contain_text(f"[4] {name}", timeout=60_000)
+    expect(bot).to_contain_text(f"[4] {name}")
+    assert "[5]" not in page.locator("#passages").inner_text()  # one more passage, not the whole ranking
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "ui-chat.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_document_text_cannot_run_script_in_the_page(app, page):
+    from playwright.sync_api import expect
+
+    served, root = app
+    hostile = (root / "hostile").resolve()
+    hostile.mkdir()
+    (hostile / "notes.txt").write_text(EVIL)
+    page.goto(served.url)
+    page.get_by_role("tab", name="Library").click()
+    page.locator("#folder textarea").fill(str(hostile))
+    page.locator("#add-folder").click()
+    expect(page.locator("#documents")).to_contain_text("notes.txt", timeout=20_000)
+    expect(page.locator("#status")).to_contain_text("Idle", timeout=60_000)
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#question textarea").fill("When does Quokka ship?")
+    page.locator("#ask").click()
+    expect(page.locator("#passages")).to_contain_text("<script>window.__pwned = 1</script>", timeout=60_000)
+    page.locator("#passages summary").first.click()
+    page.locator("#chatbot").get_by_text("notes.txt").first.click()
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#passages script, #passages img, #chatbot img[src='x']").count() == 0

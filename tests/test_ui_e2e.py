@@ -1,0 +1,70 @@
+"""The launched app on the real embedded default: index through the UI's API, ask, get the fact and its page.
+
+Also a browser screenshot of that chat (``test-artifacts/ui-chat-default.png``),
+the picture of what a new user sees.
+"""
+
+import pytest
+from gradio_client import Client
+
+import data
+from served import serve
+from test_assistant_e2e import NOTES, TEA
+from test_ui_api import pdf_pages
+from test_ui_browser import ARTIFACTS, CHROMIUM_ARGS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, r_intro_pdf):
+    root = tmp_path_factory.mktemp("ui-e2e")
+    docs = (root / "docs").resolve()
+    docs.mkdir()
+    (docs / "ops-notes.txt").write_text(NOTES)
+    (docs / "tea.txt").write_text(TEA)
+    pdf_pages(r_intro_pdf, docs / "r-models.pdf", [62, 63, 64, 65])
+    served = serve(root / "data", "--device", "cpu", folders=(docs,))
+    client = Client(served.url, verbose=False)
+    data.wait_for(lambda: client.predict(api_name="/library")["by_status"]["indexed"] == 3, timeout=600,
+                  interval=1.0, what="the documents indexed by the default compressor")
+    yield served, client, docs
+    assert served.stop() == 0, served.output()[-3000:]
+
+
+def test_the_default_model_answers_with_the_fact_and_cites_its_file(app):
+    _, client, docs = app
+    final = list(client.submit("What port does the Zorblax cluster run on?", 0, api_name="/ask"))[-1]
+    assert "7431" in final["text"]
+    assert final["citations"][0]["document"] == str(docs / "ops-notes.txt")
+
+
+def test_a_pdf_answer_cites_the_page_it_came_from(app):
+    _, client, docs = app
+    final = list(client.submit("What is the basic function for fitting ordinary multiple models?", 0,
+                               api_name="/ask"))[-1]
+    assert "lm" in final["text"]
+    # R-intro.pdf page 64 ("11.2 Linear models") is page 3 of the four copied
+    assert any(c["document"].endswith("r-models.pdf") and c["page"] == 3 and "lm(" in c["text"]
+               for c in final["citations"])
+
+
+def test_screenshot_of_a_chat_with_the_default_model(app):
+    data.require(data.ensure_chromium())
+    from playwright.sync_api import expect, sync_playwright
+
+    served, _, _ = app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(data.CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(served.url)
+        page.locator("#question textarea").fill("Who administers the Zorblax cluster?")
+        page.locator("#ask").click()
+        expect(page.locator("#passages")).to_contain_text("ops-notes.txt", timeout=120_000)
+        expect(page.locator("#chatbot")).to_contain_text("Mira Quell", timeout=10_000)
+        page.locator("#chatbot").get_by_text("[1] ops-notes.txt").click()
+        expect(page.locator("#chatbot")).to_contain_text("runs on port 7431")  # the passage, opened
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "ui-chat-default.png"), full_page=True)
+        browser.close()

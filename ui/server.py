@@ -1,0 +1,84 @@
+"""Serving the UI: a FastAPI app with the Gradio app mounted, and the document route.
+
+Why not ``Blocks.launch``: "open the cited document" needs a route of our
+own (``/document/{id}``) that serves only indexed documents, and one uvicorn
+server for both keeps one port, one host check and one shutdown path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+import uvicorn
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse
+
+from app.runtime import Runtime
+
+from .web import CSS, TITLE, build_blocks, document_response_headers, theme
+
+log = logging.getLogger(__name__)
+
+
+def create_app(runtime: Runtime, *, auth: tuple[str, str] | None = None) -> FastAPI:
+    """The web app: ``/document/{id}`` and the Gradio UI at ``/``."""
+    app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/document/{document_id}")
+    def document(document_id: int) -> FileResponse:
+        path = runtime.document_file(document_id)
+        if path is None:
+            raise HTTPException(status_code=404, detail="not an indexed document")
+        media, headers = document_response_headers(path)
+        return FileResponse(path, media_type=media, headers=headers)
+
+    blocks = build_blocks(runtime)
+    blocks.queue(default_concurrency_limit=1)
+    return gr.mount_gradio_app(app, blocks, path="", auth=auth, footer_links=["api"], css=CSS, theme=theme(),
+                               ssr_mode=False)
+
+
+@dataclass
+class Server:
+    """A uvicorn server on a thread (tests, and ``serve`` before it blocks). ``start()`` returns once it listens."""
+
+    app: FastAPI
+    host: str = "127.0.0.1"
+    port: int = 7860
+
+    def __post_init__(self) -> None:
+        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self, timeout: float = 60.0) -> "Server":
+        self._thread = threading.Thread(target=self._server.run, name="lclm-ui", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise OSError(f"the UI server could not start on {self.host}:{self.port} (see the log)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the UI server did not start within {timeout:.0f} s")
+            time.sleep(0.05)
+        return self
+
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl-C)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(15)
+            self._thread = None
