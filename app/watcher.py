@@ -318,7 +318,7 @@ class FolderWatcher:
         if self.reconcile_on_start:
             self.sync.reconcile()
         self._last_scan = time.monotonic()
-        log.info("watching %s", ", ".join(map(str, self.sync.roots)))
+        log.info("watching %s", ", ".join(map(str, self.sync.roots)) or "no folders yet")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
