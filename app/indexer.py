@@ -23,6 +23,7 @@ on. Progress events go to callbacks (the CLI prints them, the UI shows them).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -457,6 +458,19 @@ class Indexer:
         inside the transaction (no blob passes through Python twice)."""
         latents = {sha: self._fresh[sha] for sha in job.missing}
         info = job.parsed.info
+        # The file may have changed since it was read; with no watcher (``index``)
+        # nothing else would notice, and the store would keep the old text as current.
+        try:
+            st = os.stat(job.path)
+        except FileNotFoundError:
+            self._fail(job.doc_id, job.updated_at, job.path, "error", "file vanished while it was being read",
+                       job.started)
+            return
+        except OSError:
+            st = None  # unreadable now: keep what was read; the next scan says why
+        if st is not None and (st.st_size, st.st_mtime) != (info.size, info.mtime):
+            self._requeue(job.doc_id, job.path, job.started)
+            return
         meta = DocumentMeta(size=info.size, mtime=info.mtime, sha256=info.sha256, type=info.type,
                             page_count=job.parsed.page_count)
         try:

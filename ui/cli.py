@@ -19,6 +19,7 @@ from app.cli import main as app_main
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+PASSWORD_ENV = "LCLM_DOCS_PASSWORD"
 
 # Before gradio is imported: no usage analytics leave this computer.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="the chat UI in the browser, with the folders watched and indexed")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--password-env", default=PASSWORD_ENV, metavar="NAME",
+                   help=f"environment variable holding the UI password (default {PASSWORD_ENV}); required when "
+                        "--host is not this computer only. Browsers ask for it (any user name)")
     p.add_argument("--folder", dest="folders", action="append", default=[], metavar="PATH",
                    help="a folder to add to the library (repeatable; the library's folders are watched anyway)")
     p.add_argument("--ratio", type=int, choices=(4, 8, 16), help="compression ratio N (default: 4)")
@@ -40,8 +44,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.runtime import Runtime
     from app.services import ServiceError
 
-    from .server import Server, create_app
+    from .server import Server, create_app, is_loopback
 
+    password = os.environ.get(args.password_env) or None
+    if not is_loopback(args.host) and not password:
+        raise UserError(f"--host {args.host} lets other computers in: set a password in ${args.password_env} "
+                        "first (or keep the default, 127.0.0.1)")
     t0 = time.perf_counter()
     _stop_on_sigterm()
     settings = settings.with_overrides(ratio=args.ratio, backend=args.backend)
@@ -50,7 +58,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         runtime.start(args.folders)
     except ServiceError as e:
         raise UserError(str(e)) from e
-    server = Server(create_app(runtime), args.host, args.port)
+    server = Server(create_app(runtime, password=password), args.host, args.port)
     try:
         try:
             server.start()

@@ -7,7 +7,11 @@ server for both keeps one port, one host check and one shutdown path.
 
 from __future__ import annotations
 
+import base64
+import hmac
+import ipaddress
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 
 from app.runtime import Runtime
 
@@ -24,9 +28,47 @@ from .web import CSS, TITLE, build_blocks, document_response_headers, theme
 log = logging.getLogger(__name__)
 
 
-def create_app(runtime: Runtime, *, auth: tuple[str, str] | None = None) -> FastAPI:
-    """The web app: ``/document/{id}`` and the Gradio UI at ``/``."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this computer."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: what it resolves to
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def password_ok(header: str | None, password: str) -> bool:
+    """HTTP Basic credentials carry the password (any user name); compared in constant time."""
+    if not header or not header.startswith("Basic "):
+        return False
+    try:
+        _, _, given = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(given.encode(), password.encode())
+
+
+def create_app(runtime: Runtime, *, password: str | None = None) -> FastAPI:
+    """The web app: ``/document/{id}`` and the Gradio UI at ``/``.
+
+    With a password, every request (page, API, documents, event streams)
+    needs HTTP Basic credentials carrying it: one check in front of
+    everything, rather than Gradio's login form, which would leave our own
+    document route to guard separately.
+    """
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+
+    if password:
+        @app.middleware("http")
+        async def require_password(request, call_next):  # noqa: ANN001, ANN202
+            if password_ok(request.headers.get("authorization"), password):
+                return await call_next(request)
+            return PlainTextResponse("the password is required", status_code=401,
+                                     headers={"WWW-Authenticate": f'Basic realm="{TITLE}", charset="UTF-8"'})
 
     @app.get("/document/{document_id}")
     def document(document_id: int) -> FileResponse:
@@ -38,7 +80,7 @@ def create_app(runtime: Runtime, *, auth: tuple[str, str] | None = None) -> Fast
 
     blocks = build_blocks(runtime)
     blocks.queue(default_concurrency_limit=1)
-    return gr.mount_gradio_app(app, blocks, path="", auth=auth, footer_links=["api"], css=CSS, theme=theme(),
+    return gr.mount_gradio_app(app, blocks, path="", footer_links=["api"], css=CSS, theme=theme(),
                                ssr_mode=False)
 
 

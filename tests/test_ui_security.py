@@ -1,0 +1,77 @@
+"""The closed door: this computer only by default; anywhere else only with a password, checked on every route."""
+
+import base64
+import urllib.error
+import urllib.request
+
+import pytest
+from gradio_client import Client
+
+from served import serve
+from ui.cli import main
+from ui.server import is_loopback, password_ok
+
+SECRET = "correct horse battery staple"
+
+
+def basic(password: str, user: str = "me") -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def get(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers
+
+
+@pytest.mark.parametrize("host, local", [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                         ("0.0.0.0", False), ("192.168.1.20", False), ("::", False)])
+def test_which_hosts_are_this_computer_only(host, local):
+    assert is_loopback(host) is local
+
+
+def test_password_check():
+    assert password_ok(basic(SECRET), SECRET)
+    assert password_ok(basic(SECRET, user=""), SECRET)
+    assert not password_ok(basic("wrong"), SECRET)
+    assert not password_ok(None, SECRET)
+    assert not password_ok("Bearer " + SECRET, SECRET)
+    assert not password_ok("Basic %%%not-base64", SECRET)
+
+
+def test_listening_beyond_this_computer_needs_a_password(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LCLM_DOCS_PASSWORD", raising=False)
+    assert main(["--data-dir", str(tmp_path), "serve", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "LCLM_DOCS_PASSWORD" in err and "Traceback" not in err
+    assert not (tmp_path / "store.sqlite").exists()  # refused before anything was opened or loaded
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory, tiny_checkpoint):
+    root = tmp_path_factory.mktemp("locked")
+    docs = (root / "docs").resolve()
+    docs.mkdir()
+    (docs / "ops.txt").write_text("The Zorblax cluster listens on port 7431.\n")
+    served = serve(root / "data", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--dtype", "float32",
+                   folders=(docs,), env={"LCLM_DOCS_PASSWORD": SECRET})
+    yield served
+    served.stop()
+
+
+@pytest.mark.parametrize("path", ["", "document/1", "gradio_api/info", "config", "gradio_api/queue/join"])
+def test_every_route_wants_the_password(locked, path):
+    status, headers = get(locked.url + path)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+    assert get(locked.url + path, {"Authorization": basic("guess")})[0] == 401
+
+
+def test_with_the_password_the_ui_and_its_api_work(locked):
+    assert get(locked.url, {"Authorization": basic(SECRET)})[0] == 200
+    assert get(locked.url + "document/1", {"Authorization": basic(SECRET)})[0] == 200
+    client = Client(locked.url, headers={"Authorization": basic(SECRET)}, verbose=False)
+    final = list(client.submit("Which port does the Zorblax cluster listen on?", 0, api_name="/ask"))[-1]
+    assert final["citations"][0]["document"].endswith("ops.txt")
