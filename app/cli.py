@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from latent_store import StoreUnavailable
+
 from .settings import ENV_HOME, Settings
 
 COMMAND_MODULES = ["app.cli_model", "app.cli_index", "app.cli_ask"]
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None, modules: list[str] | None = None) -> int
     settings = Settings.from_env(args.data_dir, device=args.device, dtype=args.dtype, checkpoint=args.checkpoint)
     try:
         return int(args.func(args, settings) or 0)
-    except UserError as e:
+    except (UserError, StoreUnavailable) as e:
         print(f"lclm-docs: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -132,6 +132,8 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         svc.start(retry_failed=True)
         print(f"scanned: {svc.report}; {svc.indexer.pending()} document(s) to index", flush=True)
         svc.indexer.wait_idle()
+        if svc.indexer.halted:
+            raise UserError(f"indexing stopped: {svc.indexer.halted}")
     except KeyboardInterrupt:
         print("cancelled; documents not finished stay pending for the next run", file=sys.stderr)
         return 130

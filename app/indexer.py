@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from latent_store import DocumentMeta, LatentIn, LatentStore, NotFound, StaleDocumentError
+from latent_store import DocumentMeta, LatentIn, LatentStore, NotFound, StaleDocumentError, StoreUnavailable
 
 from .ingest import IngestError, IngestLimits, ParsedDocument, parse_document
 from .segment import DEFAULT_MAX_TOKENS
@@ -197,6 +197,7 @@ class Indexer:
         self._thread: threading.Thread | None = None
         self._run: _Run | None = None
         self._current: str | None = None
+        self.halted: str | None = None  # why indexing stopped (the store refused writes), until new work arrives
 
     # ----------------------------------------------------------------- API
     @property
@@ -225,6 +226,7 @@ class Indexer:
                     added += 1
             if added:
                 self._cancel = False
+                self.halted = None
                 if self._run is None:
                     self._run = _Run()
                 self._cond.notify_all()
@@ -291,6 +293,8 @@ class Indexer:
                     self._abort_jobs()
                     continue
                 self._step()
+            except StoreUnavailable as e:  # disk full, read-only: stop, keep the queue's documents pending
+                self._halt(str(e))
             except Exception:  # noqa: BLE001 - the worker must survive anything
                 log.exception("indexer step failed; dropping the documents in flight")
                 self._abort_jobs(status="error", reason="internal error while indexing (see the log)")
@@ -445,6 +449,8 @@ class Indexer:
 
     def _commit_ready(self) -> None:
         for job in list(self._jobs):
+            if self.halted:
+                return
             if all(sha in self._fresh for sha in job.missing):
                 self._take(job)
                 self._commit(job)
@@ -491,6 +497,9 @@ class Indexer:
             else:
                 self._fail(job.doc_id, job.updated_at, job.path, "error", f"store refused the content: {e}",
                            job.started, check=False)
+            return
+        except StoreUnavailable as e:
+            self._halt(str(e))
             return
         except Exception as e:  # noqa: BLE001
             log.exception("%s: writing to the store failed", job.path)
@@ -543,6 +552,27 @@ class Indexer:
             self._queue[doc_id] = None
             self._cond.notify_all()
         self._emit(outcome=DocOutcome(doc_id, path, "requeued", seconds=time.monotonic() - t0))
+
+    def _halt(self, reason: str) -> None:
+        """The store cannot take writes (disk full, read-only): stop indexing and say why.
+
+        Nothing is marked failed (the files are fine): documents in flight go
+        back to 'pending' where the disk still takes that one-row write (else
+        they stay 'indexing'); the next start picks both up.
+        """
+        log.error("indexing stopped: %s", reason)
+        with self._cond:
+            self.halted = reason
+            self._queue.clear()
+            self._jobs = []
+            ids = list(self._inflight)
+        self._fresh.clear()
+        for doc_id in ids:
+            try:  # best effort: a one-row update may still fit where a document did not
+                self.store.set_status(doc_id, "pending")
+            except Exception:  # noqa: BLE001 - 'indexing' rows are picked up at the next start too
+                pass
+            self._done(doc_id)
 
     def _abort_jobs(self, status: str = "pending", reason: str | None = None) -> None:
         """Cancel: the documents in flight return to ``status`` (nothing of them was written)."""

@@ -48,9 +48,12 @@ class IndexingStatus:
     eta_s: float | None
     current: str | None
     by_status: dict[str, int]
+    problem: str | None = None  # why indexing stopped (disk full, read-only)
 
     def line(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.by_status.items() if n) or "no documents yet"
+        if self.problem:
+            return f"Indexing stopped: {self.problem}. Library: {counts}."
         if not self.active:
             return f"Idle. Library: {counts}."
         rate = f"{self.tokens_per_s:,.0f} tokens/s" if self.tokens_per_s else "measuring speed"
@@ -174,12 +177,13 @@ class Runtime:
 
     def status(self) -> IndexingStatus:
         by = self._store.stats().documents_by_status
-        p, pending = self._progress, self._indexing.indexer.pending()
+        ix = self._indexing.indexer
+        p, pending = self._progress, ix.pending()
         active = pending > 0
         if p is None or not active:
-            return IndexingStatus(active, 0, pending, 0, None, None, None, by)
+            return IndexingStatus(active, 0, pending, 0, None, None, None, by, ix.halted)
         return IndexingStatus(True, p.docs_done, max(p.docs_total, p.docs_done + pending), p.docs_failed,
-                              p.tokens_per_s, p.eta_s, p.current, by)
+                              p.tokens_per_s, p.eta_s, p.current, by, ix.halted)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Until nothing is queued or being indexed (tests and scripts)."""

@@ -29,7 +29,7 @@ class ServiceError(RuntimeError):
 
 
 def open_store(settings: Settings) -> LatentStore:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """The store in the data directory (created if missing); StoreUnavailable says why it cannot be."""
     return LatentStore(settings.store_path)
 
 

@@ -29,6 +29,8 @@ from .types import (
     StaleDocumentError,
     StoredLatent,
     StoreError,
+    StoreUnavailable,
+    StoreError,
     StoreStats,
     WatchedFolder,
     text_sha256,

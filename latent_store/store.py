@@ -57,12 +57,34 @@ from .types import (
     StaleDocumentError,
     StoredLatent,
     StoreStats,
+    StoreUnavailable,
     WatchedFolder,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+# SQLite's primary result codes that mean "the disk, not the data" (sqlite3.h)
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 8, 10, 13, 14
+
+
+def unavailable(path: str, e: BaseException) -> StoreUnavailable | None:
+    """The user's version of a disk-level failure, or None for anything else (a bug, a lock timeout)."""
+    where = os.path.dirname(os.path.abspath(path)) if path != ":memory:" else path
+    code = getattr(e, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    errno_ = getattr(e, "errno", None)
+    if primary == _SQLITE_FULL or errno_ == 28 or "disk is full" in str(e):
+        return StoreUnavailable(f"the disk holding {where} is full: free some space, then run again "
+                                "(what was indexed is kept; the rest waits as pending)")
+    if primary == _SQLITE_READONLY or errno_ == 30 or "readonly" in str(e) or "read-only" in str(e):
+        return StoreUnavailable(f"the data directory {where} is read-only: make it writable or pass "
+                                "--data-dir (or LCLM_DOCS_HOME) pointing somewhere writable")
+    if primary in (_SQLITE_CANTOPEN, _SQLITE_IOERR) or errno_ in (13, 5):
+        return StoreUnavailable(f"cannot write the store in {where} ({e}): check the disk and its permissions, "
+                                "or pass another --data-dir")
+    return None
 
 
 def _cols(cls: type, alias: str = "") -> str:
@@ -112,10 +134,17 @@ class LatentStore:
         self.path = os.fspath(path)
         in_memory = self.path == ":memory:"
         if not in_memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise (unavailable(self.path, e) or e) from e
         # isolation_level=None: the driver opens no implicit transactions;
         # ours are explicit (BEGIN IMMEDIATE / SAVEPOINT) and visible here.
-        conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, check_same_thread=False, isolation_level=None)
+        try:
+            conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, check_same_thread=False,
+                                   isolation_level=None)
+        except sqlite3.Error as e:
+            raise (unavailable(self.path, e) or e) from e
         self._conn = conn
         self._lock = threading.RLock()
         self._savepoint_ids = itertools.count()
@@ -134,6 +163,9 @@ class LatentStore:
             before, self.schema_version = migrate(self._db, migrations)
             if before != self.schema_version:
                 log.info("opened %s (schema v%d -> v%d)", self.path, before, self.schema_version)
+        except (sqlite3.Error, OSError) as e:
+            conn.close()
+            raise (unavailable(self.path, e) or e) from e
         except BaseException:
             conn.close()
             raise
@@ -184,13 +216,18 @@ class LatentStore:
                     raise
                 conn.execute(f"RELEASE {name}")
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise (unavailable(self.path, e) or e) from e
             try:
                 yield
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as e:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error) and (u := unavailable(self.path, e)) is not None:
+                    raise u from e
                 raise
 
     @contextmanager

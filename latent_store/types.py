@@ -42,6 +42,13 @@ class StaleDocumentError(StoreError):
     meanwhile); writing the old content would mark a stale index as current."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be written (disk full, read-only, cannot open); the message says what to do.
+
+    Nothing half-written stays behind: the transaction that hit it was rolled back.
+    """
+
+
 def text_sha256(text: str) -> str:
     """Cache key of a segment: latents depend only on the text and the compressor."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
