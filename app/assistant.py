@@ -343,7 +343,10 @@ class Assistant:
         best = {d: max((bm25.get(s.segment.id, 0.0) for s in ss), default=0.0) for d, ss in by_doc.items()}
         near = {d: max((closeness[s.segment.id] for s in ss if s.segment.id in closeness), default=-1.0)
                 for d, ss in by_doc.items()}
-        fused = rrf(sorted(by_doc, key=lambda d: -best[d]), sorted(by_doc, key=lambda d: -near[d]))
+        # only documents that match a word of the question have a bm25 rank: ties at zero are no evidence,
+        # and ranking them by list order let hundreds of unrelated documents outrank the one that matches
+        matching = sorted((d for d in by_doc if best[d] > 0), key=lambda d: -best[d])
+        fused = rrf(matching, sorted(by_doc, key=lambda d: -near[d]))
         keep, used = set(), 0
         for d in sorted(by_doc, key=lambda d: -fused[d]):
             if used + cost[d] <= budget:

@@ -73,3 +73,16 @@ def serve(data_dir: Path, *args: str, folders: tuple[Path, ...] = (), timeout: f
             served.stop()
             raise AssertionError(f"lclm-docs serve did not start:\n{served.output()[-4000:]}")
     return served
+
+
+OPS = "The Zorblax cluster listens on port 7431.\n"
+
+
+def serve_tiny(root: Path, checkpoint: Path, files: dict[str, str] | None = None, env: dict | None = None) -> Served:
+    """``serve`` on the tiny checkpoint (CPU, fp32) over ``root/docs`` holding ``files`` (default: ops.txt)."""
+    docs = (root / "docs").resolve()
+    docs.mkdir(exist_ok=True)
+    for name, text in (files or {"ops.txt": OPS}).items():
+        (docs / name).write_text(text)
+    return serve(root / "data", "--checkpoint", str(checkpoint), "--device", "cpu", "--dtype", "float32",
+                 folders=(docs,), env=env)

@@ -108,6 +108,17 @@ def test_a_scope_too_long_for_the_context_drops_whole_documents_and_says_which(s
             a.ask("Zorblax port", mode="full", max_new_tokens=4)
 
 
+def test_among_many_unrelated_documents_the_matching_one_is_kept(store):
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    many = {f"/docs/other-{i:03d}.txt": [f"Note {i} about the quick brown fox and the lazy dog."] for i in range(200)}
+    fill(store, model.config.hidden_size, docs={**many, "/docs/ops.txt": DOCS["/docs/ops.txt"]})  # matching one last
+    cfg = AssistantConfig(max_new_tokens=4, reserve_tokens=16, expand_tokens=40, expand_k=1)
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=500), FP, cfg) as a:
+        ans = a.ask("Zorblax port")
+    assert len(ans.left_out) > 100 and "/docs/ops.txt" not in ans.left_out
+    assert ans.citations[0].path == "/docs/ops.txt"
+
+
 def test_rag_mode_gives_bm25_passages_and_no_latents(assistant, monkeypatch):
     seen = []
     real = assistant.backend.prefill

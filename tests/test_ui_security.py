@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 from gradio_client import Client
 
-from served import serve
+from served import serve_tiny
 from ui.cli import main
 from ui.server import is_loopback, password_ok
 
@@ -52,12 +52,7 @@ def test_listening_beyond_this_computer_needs_a_password(tmp_path, capsys, monke
 
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory, tiny_checkpoint):
-    root = tmp_path_factory.mktemp("locked")
-    docs = (root / "docs").resolve()
-    docs.mkdir()
-    (docs / "ops.txt").write_text("The Zorblax cluster listens on port 7431.\n")
-    served = serve(root / "data", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--dtype", "float32",
-                   folders=(docs,), env={"LCLM_DOCS_PASSWORD": SECRET})
+    served = serve_tiny(tmp_path_factory.mktemp("locked"), tiny_checkpoint, env={"LCLM_DOCS_PASSWORD": SECRET})
     yield served
     served.stop()
 
