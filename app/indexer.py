@@ -27,7 +27,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -197,6 +198,7 @@ class Indexer:
         self._thread: threading.Thread | None = None
         self._run: _Run | None = None
         self._current: str | None = None
+        self._paused = 0  # > 0: hold off between steps (an answer is being generated)
         self.halted: str | None = None  # why indexing stopped (the store refused writes), until new work arrives
 
     # ----------------------------------------------------------------- API
@@ -252,6 +254,24 @@ class Indexer:
                 self._cond.wait(left)
         return True
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the worker between steps while the block runs (nests).
+
+        Why: on a laptop's few cores, encoding and answering at once make the
+        answer several times slower; a person waiting for an answer comes
+        first, the folder can wait seconds. The step in progress (one encoder
+        batch at most) finishes first.
+        """
+        with self._cond:
+            self._paused += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._paused -= 1
+                self._cond.notify_all()
+
     def cancel(self) -> None:
         """Drop queued work; documents in flight go back to 'pending' (the
         next run or start-up picks them up). The worker keeps running."""
@@ -283,7 +303,8 @@ class Indexer:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not (self._stop or self._queue or self._jobs or self._cancel):
+                while not (self._stop or self._queue or self._jobs or self._cancel) or (
+                        self._paused and not (self._stop or self._cancel)):
                     self._cond.wait()
                 if self._stop and not self._jobs:
                     return

@@ -5,8 +5,10 @@ service (indexer + folder watcher) and the assistant, and is the only thing
 the UI calls. Why one object: the UI is served by many threads (one per
 request), but the store connection, the decoder's cached documents prefix
 and the indexer each want exactly one owner. The runtime serialises what
-must be serial (answers share one decoder and its KV cache) and leaves the
-rest concurrent (the indexer keeps encoding while a question is answered).
+must be serial (answers share one decoder and its KV cache) and lets the
+rest run concurrently: the indexer keeps going between answers, and holds
+off (between encoder batches) while one is generated, so a question asked
+during a big import is answered at nearly idle speed.
 
 Chats are kept in the store (``chats``/``messages`` tables); an answer's
 citations are stored as data with it, so a chat reopened tomorrow still
@@ -234,7 +236,7 @@ class Runtime:
         question = " ".join((question or "").split())
         if not question:
             raise AssistantError("type a question first")
-        with self._answer_lock:
+        with self._answer_lock, self._indexing.indexer.paused():
             assistant = self._get_assistant()
             stream = assistant.stream(question, scope, **self._overrides(overrides))
             first = next(stream)  # raises AssistantError before the chat is touched
@@ -254,7 +256,7 @@ class Runtime:
         cites = msgs[idx].citations or []
         read = [int(c["segment_id"]) for c in cites if c.get("kind", "cited") == "cited"]
         mode = next((c.get("mode") for c in cites if c.get("mode")), None) or self.ask_config.mode
-        with self._answer_lock:
+        with self._answer_lock, self._indexing.indexer.paused():
             assistant = self._get_assistant()
             stream = assistant.stream(question, None, extra_segments=(*read, int(segment_id)),
                                       **self._overrides({**overrides, "mode": mode}))

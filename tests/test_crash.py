@@ -123,5 +123,43 @@ def test_kill_9_mid_folder_then_restart_finishes(tmp_path):
             assert [s.text for s in store.get_segments(d.id)] == [s.text for s in fresh]
 
 
+def test_kill_9_at_random_moments_of_a_writing_indexer(tmp_path):
+    """A few ms per encoder batch: the worker spends much of its time committing documents, so the
+    kills land inside write transactions too. After every kill the store is sound, nothing half done."""
+    import random
+
+    import data
+
+    folder = (tmp_path / "docs").resolve()
+    folder.mkdir()
+    for i in range(N_FILES * 4):
+        (folder / f"d{i:03d}.txt").write_text(data.prose(i, paragraphs=6, sentences=4))
+    db = tmp_path / "store.sqlite"
+    rnd = random.Random(7)
+    kills = 0
+    for _ in range(6):
+        proc = spawn(db, folder, delay=0.005)
+        try:
+            data.wait_for(lambda: db.exists() or proc.poll() is not None, 60, what="the store created")
+            proc_wait = rnd.uniform(0.5, 2.5)  # after the interpreter's start-up, somewhere in the folder
+            try:
+                proc.wait(proc_wait)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+                kills += 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        check_no_half_indexed(db)
+        if indexed_count(db) == N_FILES * 4:
+            break
+    assert kills >= 2, "the worker finished before it could be killed twice"
+    proc = spawn(db, folder, delay=0)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert check_no_half_indexed(db) == {"indexed": N_FILES * 4}
+
+
 if __name__ == "__main__":
     sys.exit(worker(sys.argv[1], sys.argv[2], float(sys.argv[3])))

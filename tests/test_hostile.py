@@ -206,3 +206,24 @@ def test_any_bytes_parse_or_fail_with_a_reason(tmp_path, seed, tail, suffix):
         assert e.reason and e.status in ("error", "skipped")
     else:
         assert all(s.text.strip() for s in doc.segments)
+
+
+def test_an_unreadable_file_is_an_error_row_with_the_reason(tmp_path, monkeypatch):
+    """Real permissions where we are not root; as root (CI containers) nothing is unreadable,
+    so the OS's refusal is raised where the parser opens the file."""
+    path = tmp_path / "private.txt"
+    path.write_text("Not for the indexer.\n")
+    if os.geteuid() == 0:
+        real_open = open
+
+        def refusing_open(file, *a, **kw):
+            if os.fspath(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(file, *a, **kw)
+
+        monkeypatch.setattr("builtins.open", refusing_open)
+    else:
+        path.chmod(0)
+    with pytest.raises(IngestError) as e:
+        parse_document(path, count)
+    assert e.value.status == "error" and "permission denied" in e.value.reason

@@ -351,3 +351,17 @@ def test_r_intro_with_the_default_compressor(store, tmp_path, r_intro_pdf):
     last = events[-1]
     print(f"R-intro with the default compressor: {len(segs)} segments, {last.tokens_encoded} tokens, "
           f"{last.tokens_per_s:.0f} tok/s")
+
+
+def test_paused_holds_the_worker_between_steps(store, folder):
+    for i in range(6):
+        (folder / f"d{i}.txt").write_text(data.prose(i))
+    comp = data.FakeCompressor(delay=0.05)
+    ix = Indexer(store, comp, IndexerConfig(max_tokens=48, batch_segments=1))
+    FolderSync(store, [folder], enqueue=ix.enqueue).reconcile()
+    with ix.paused():
+        ix.start()
+        time.sleep(0.5)
+        assert comp.batches == 0 and ix.pending() == 6  # nothing ran while paused
+    assert ix.wait_idle(30) and comp.batches > 0
+    ix.close()
