@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="compression ratio N of the compressor (default: settings, 4)")
     common.add_argument("--max-pages", type=int, default=IngestLimits.max_pages,
                         help="skip PDFs with more pages (default %(default)s)")
+    common.add_argument("--max-page-chars", type=int, default=IngestLimits.max_page_chars,
+                        help="skip a PDF with a page of more text than this (default %(default)s)")
     common.add_argument("--max-file-mb", type=float, default=IngestLimits.max_file_mb,
                         help="skip larger files (default %(default)s)")
     common.add_argument("--batch", type=int, default=IndexerConfig.batch_segments, help="segments per encoder batch")
@@ -96,9 +98,10 @@ class ProgressPrinter:
 
 # ---------------------------------------------------------------- commands
 def _config(args: argparse.Namespace) -> IndexerConfig:
-    if args.max_pages < 1 or args.max_file_mb <= 0 or args.batch < 1:
-        raise UserError("--max-pages, --max-file-mb and --batch must be positive")
-    return IndexerConfig(batch_segments=args.batch, limits=IngestLimits(max_file_mb=args.max_file_mb, max_pages=args.max_pages))
+    if args.max_pages < 1 or args.max_file_mb <= 0 or args.batch < 1 or args.max_page_chars < 1:
+        raise UserError("--max-pages, --max-page-chars, --max-file-mb and --batch must be positive")
+    return IndexerConfig(batch_segments=args.batch, limits=IngestLimits(
+        max_file_mb=args.max_file_mb, max_pages=args.max_pages, max_page_chars=args.max_page_chars))
 
 
 def _quiet_pdf_logs(args: argparse.Namespace) -> None:

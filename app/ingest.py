@@ -74,6 +74,9 @@ class IngestLimits:
 
     max_file_mb: float = 256.0
     max_pages: int = 5000
+    # One page's extracted text: a normal page holds a few thousand characters; a
+    # "page" of millions is a generated dump or a decompression bomb.
+    max_page_chars: int = 2_000_000
 
     @property
     def max_file_bytes(self) -> int:
@@ -379,6 +382,9 @@ def parse_document(
         doc = ParsedDocument(info, page_count, warnings=warnings)
         pages_with_text = 0
         for page in pages:
+            if page.number is not None and len(page.text) > limits.max_page_chars:
+                raise IngestError(f"page {page.number} has {len(page.text):,} characters of text, over the "
+                                  f"{limits.max_page_chars:,}-character page limit (--max-page-chars)", "skipped")
             if page.text:
                 pages_with_text += 1
             for start, end, n in segment_text(page.text, count_tokens, max_tokens):

@@ -23,23 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from data import prose, wait_for  # noqa: E402
-from served import serve  # noqa: E402
+from data import wait_for  # noqa: E402
+from served import peak_rss_mb, serve, write_notes  # noqa: E402
 
 QUESTION = "What port does the Zorblax cluster run on?"
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def write_files(folder: Path, n: int, start: int = 0) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + n):
-        (folder / f"note-{i:05d}.txt").write_text(prose(i, paragraphs=2, sentences=3))
 
 
 def main() -> None:
@@ -67,7 +54,7 @@ def main() -> None:
             rows = [("server started, notes indexed", None, peak_rss_mb(served.proc.pid))]
 
             big = root / "big"
-            write_files(big, args.files)
+            write_notes(big, args.files)
             t0 = time.perf_counter()
             client.predict(str(big), api_name="/add_folder")
             ask_s, while_indexing, right = [], 0, 0
@@ -83,7 +70,7 @@ def main() -> None:
             rows.append((f"{args.files} files indexed", index_s, peak_rss_mb(served.proc.pid)))
 
             t1 = time.perf_counter()
-            write_files(big / "burst", args.burst, start=args.files)
+            write_notes(big / "burst", args.burst, start=args.files)
             wait_for(lambda: lib()["by_status"]["indexed"] == args.files + args.burst + 1, timeout=7200,
                      interval=2, what="the burst indexed")
             burst_s = time.perf_counter() - t1

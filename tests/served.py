@@ -86,3 +86,20 @@ def serve_tiny(root: Path, checkpoint: Path, files: dict[str, str] | None = None
         (docs / name).write_text(text)
     return serve(root / "data", "--checkpoint", str(checkpoint), "--device", "cpu", "--dtype", "float32",
                  folders=(docs,), env=env)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: a process' peak resident set so far (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def write_notes(folder: Path, n: int, start: int = 0) -> None:
+    """``n`` small generated text files (distinct text), note-00000.txt ..."""
+    from data import prose
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        (folder / f"note-{i:05d}.txt").write_text(prose(i, paragraphs=2, sentences=3))

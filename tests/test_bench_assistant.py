@@ -19,3 +19,14 @@ def test_smoke_run_prints_one_row_per_mode(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| 600 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["latent", "rag"]
     assert "n/a" not in table
+
+
+def test_load_and_startup_benchmarks_run_in_smoke_mode():
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), "--smoke"], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| 20 files indexed |" in done.stdout and "server exit status 0" in done.stdout
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "startup.py"), "--repeats", "1", "--no-cold"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| warm |" in done.stdout

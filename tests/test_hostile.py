@@ -190,6 +190,30 @@ def test_a_thousand_page_pdf_is_read_in_bounded_memory(tmp_path, r_intro_pdf):
     assert kb2 < kb1 + 150_000, (kb1, kb2)  # < 150 MB more for 12x the pages: the text is not all held at once
 
 
+def test_a_giant_page_is_skipped_with_the_page_and_the_limit(tmp_path, r_intro_pdf):
+    from pypdf.generic import StreamObject
+
+    reader = PdfReader(r_intro_pdf)
+    w = PdfWriter()
+    page = w.add_page(reader.pages[20])
+    giant = StreamObject()
+    giant.set_data(page.get_contents().get_data() * 60)  # one page drawing its text 60 times over
+    page.replace_contents(giant)
+    w.add_page(reader.pages[21])
+    with open(tmp_path / "giant.pdf", "wb") as f:
+        w.write(f)
+    with pytest.raises(IngestError) as e:
+        parse_document(tmp_path / "giant.pdf", count, limits=IngestLimits(max_page_chars=100_000))
+    assert e.value.status == "skipped" and "page 1 has" in e.value.reason and "100,000-character page limit" in e.value.reason
+    # the same file within a higher limit is read whole
+    assert parse_document(tmp_path / "giant.pdf", count, limits=IngestLimits(max_page_chars=10_000_000)).segments
+
+
+def test_a_long_text_file_is_not_a_giant_page(tmp_path):
+    (tmp_path / "long.txt").write_text("A sentence of a long plain text file. " * 5000)
+    assert parse_document(tmp_path / "long.txt", count, limits=IngestLimits(max_page_chars=1000)).segments
+
+
 # ------------------------------------------------------------------ fuzz
 SEEDS = [b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", b"plain text\n",
          b"<html><body><p>x</p></body></html>"]

@@ -10,33 +10,18 @@ import json
 import os
 import signal
 import threading
-from pathlib import Path
 
 import pytest
 from gradio_client import Client
 
 import data
 from latent_store import LatentStore
-from served import serve, serve_tiny
+from served import peak_rss_mb, serve, serve_tiny, write_notes
 from test_ui_browser import ARTIFACTS, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 
 QUESTION = "Which port does the Zorblax cluster listen on?"
-
-
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the process' peak resident set so far."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
-def write_files(folder: Path, n: int, start: int = 0) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + n):
-        (folder / f"note-{i:04d}.txt").write_text(data.prose(i, paragraphs=2, sentences=3))
 
 
 def indexed(client) -> int:
@@ -60,7 +45,7 @@ def loaded(tmp_path_factory, tiny_checkpoint):
 def test_questions_are_answered_while_a_thousand_files_are_indexed(loaded):
     served, client, root, figures = loaded
     big = (root / "big").resolve()
-    write_files(big, 1000)
+    write_notes(big, 1000)
     client.predict(str(big), api_name="/add_folder")
     answered_while_indexing = 0
     for _ in range(3):
@@ -75,7 +60,7 @@ def test_questions_are_answered_while_a_thousand_files_are_indexed(loaded):
 
 def test_a_burst_of_a_thousand_file_events_is_indexed_once_each(loaded):
     served, client, root, figures = loaded
-    write_files(root / "big" / "burst", 1000, start=1000)  # one burst into a watched folder
+    write_notes(root / "big" / "burst", 1000, start=1000)  # one burst into a watched folder
     data.wait_for(lambda: indexed(client) == 2001, timeout=900, interval=2, what="the burst indexed")
     lib = client.predict(api_name="/library")
     assert lib["by_status"]["error"] == 0 and len(lib["documents"]) == 2001  # no duplicates, nothing lost
@@ -103,7 +88,7 @@ def test_two_browser_sessions_chat_at_once(loaded):
 
 
 def test_kill_9_during_an_answer_then_restart(tmp_path, tiny_checkpoint):
-    write_files(tmp_path / "docs", 40)
+    write_notes(tmp_path / "docs", 40)
     served = serve_tiny(tmp_path, tiny_checkpoint)
     client = Client(served.url, verbose=False)
     data.wait_for(lambda: indexed(client) == 41, timeout=120, what="the folder indexed")
