@@ -244,8 +244,9 @@ class Runtime:
             self._store.add_message(chat_id, "user", question)
             yield from self._finish(chat_id, first, stream)
 
-    def expand(self, chat_id: int, message_id: int, segment_id: int, **overrides) -> Iterator[str | Reply]:
-        """Answer an earlier question again with one more passage read as raw text."""
+    def expand(self, chat_id: int, message_id: int, segment_id: int, *, scope: Scope | None = None,
+               **overrides) -> Iterator[str | Reply]:
+        """Answer an earlier question again with one more passage read as raw text (over ``scope``, as asked)."""
         msgs = self.messages(chat_id)
         idx = next((i for i, m in enumerate(msgs) if m.id == int(message_id) and m.role == "assistant"), None)
         if idx is None:
@@ -258,7 +259,7 @@ class Runtime:
         mode = next((c.get("mode") for c in cites if c.get("mode")), None) or self.ask_config.mode
         with self._answer_lock, self._indexing.indexer.paused():
             assistant = self._get_assistant()
-            stream = assistant.stream(question, None, extra_segments=(*read, int(segment_id)),
+            stream = assistant.stream(question, scope, extra_segments=(*read, int(segment_id)),
                                       **self._overrides({**overrides, "mode": mode}))
             first = next(stream)
             yield from self._finish(int(chat_id), first, stream)

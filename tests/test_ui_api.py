@@ -149,3 +149,18 @@ def test_html_documents_are_served_as_sandboxed_text(tmp_path):
     assert media.startswith("text/plain") and headers["Content-Security-Policy"].startswith("sandbox")
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert document_response_headers(tmp_path / "a.pdf")[0] == "application/pdf"
+
+
+def test_a_question_can_be_asked_over_chosen_folders(app):
+    _, client, docs, root = app
+    other = (root / "other").resolve()
+    other.mkdir(exist_ok=True)
+    (other / "ports.txt").write_text("The Zorblax backup server listens on port 9999.\n")
+    client.predict(str(other), api_name="/add_folder")
+    data.wait_for(lambda: any(d["document"].endswith("ports.txt") and d["status"] == "indexed"
+                              for d in client.predict(api_name="/library")["documents"]),
+                  timeout=60, interval=0.5, what="ports.txt indexed")
+    only_other = list(client.submit(QUESTION, 0, [str(other)], api_name="/ask"))[-1]
+    assert {c["document"] for c in only_other["citations"] + only_other["more"]} == {str(other / "ports.txt")}
+    everything = list(client.submit(QUESTION, 0, api_name="/ask"))[-1]
+    assert str(docs / "ops.txt") in {c["document"] for c in everything["citations"]}

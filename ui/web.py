@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from app.assistant import AssistantError, Citation
+from app.assistant import AssistantError, Citation, Scope
 from app.runtime import Reply, Runtime, citation_from_row
 from app.services import ServiceError
 from latent_store import NotFound
@@ -138,6 +138,12 @@ def documents_rows(runtime: Runtime) -> list[list]:
     return rows
 
 
+def scope_of(folders: list[str] | None) -> Scope | None:
+    """The folders picked in the chat's "Ask over" box, or None for every document."""
+    picked = tuple(f for f in (folders or []) if f)
+    return Scope(folders=picked) if picked else None
+
+
 def answer_payload(reply: Reply) -> dict:
     a = reply.answer
     cite = lambda c: {"number": c.number, "document_id": c.document_id, "document": c.path, "page": c.page,  # noqa: E731
@@ -160,11 +166,12 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
     """The whole UI over a started runtime."""
 
     # ---------------- API endpoints (gradio_client), also used by the UI
-    def api_ask(question: str, chat_id: int = 0) -> Iterator[dict]:
-        """Stream an answer: {'done': False, 'text': so far}, then the answer with its citations."""
+    def api_ask(question: str, chat_id: int = 0, folders: list[str] | None = None) -> Iterator[dict]:
+        """Stream an answer: {'done': False, 'text': so far}, then the answer with its citations.
+        ``folders``: ask over these watched folders only (default: every document)."""
         try:
             text = ""
-            for piece in runtime.ask(question, int(chat_id) or None):
+            for piece in runtime.ask(question, int(chat_id) or None, scope=scope_of(folders)):
                 if isinstance(piece, Reply):
                     yield answer_payload(piece)
                 else:
@@ -173,11 +180,11 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
         except Exception as e:  # noqa: BLE001 - the user sees a message, the log the traceback
             raise _user_error(e) from e
 
-    def api_expand(chat_id: int, message_id: int, segment_id: int) -> Iterator[dict]:
-        """Answer again with one more passage read as text."""
+    def api_expand(chat_id: int, message_id: int, segment_id: int, folders: list[str] | None = None) -> Iterator[dict]:
+        """Answer again with one more passage read as text (over the same ``folders`` as the question)."""
         try:
             text = ""
-            for piece in runtime.expand(int(chat_id), int(message_id), int(segment_id)):
+            for piece in runtime.expand(int(chat_id), int(message_id), int(segment_id), scope=scope_of(folders)):
                 if isinstance(piece, Reply):
                     yield answer_payload(piece)
                 else:
@@ -199,7 +206,7 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
             raise _user_error(e) from e
 
     # ---------------- UI handlers
-    def on_ask(question, chat_id, history):
+    def on_ask(question, chat_id, history, folders):
         history = list(history or [])
         question = (question or "").strip()
         if not question:
@@ -207,9 +214,10 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
         history.append({"role": "user", "content": question})
         history.append({"role": "assistant", "content": "…"})
         yield history, "", chat_id, gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        yield from _stream_into(history, runtime.ask(question, int(chat_id or 0) or None), chat_id)
+        yield from _stream_into(history, runtime.ask(question, int(chat_id or 0) or None, scope=scope_of(folders)),
+                                chat_id)
 
-    def on_expand(segment_id, chat_id, message_id, history):
+    def on_expand(segment_id, chat_id, message_id, history, folders):
         if not (chat_id and message_id):
             raise gr.Error("ask a question first")
         if segment_id is None:
@@ -219,7 +227,8 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
         history.append({"role": "user", "content": md_text(f"Read {name} too and answer again.")})
         history.append({"role": "assistant", "content": "…"})
         yield history, gr.skip(), chat_id, gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        yield from _stream_into(history, runtime.expand(int(chat_id), int(message_id), int(segment_id)), chat_id)
+        yield from _stream_into(history, runtime.expand(int(chat_id), int(message_id), int(segment_id),
+                                                        scope=scope_of(folders)), chat_id)
 
     def _stream_into(history, stream, chat_id):
         text = ""
@@ -310,6 +319,8 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                     with gr.Column(scale=4):
                         chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot",
                                              sanitize_html=True, buttons=["copy"], feedback_options=None)
+                        scope = gr.Dropdown(choices=runtime.folders(), value=[], multiselect=True,
+                                            label="Ask over (empty: every document)", elem_id="scope")
                         with gr.Row():
                             question = gr.Textbox(placeholder="Ask about your documents…", show_label=False,
                                                   scale=6, elem_id="question", autofocus=True)
@@ -351,22 +362,28 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                 settings_msg = gr.Markdown(f"Model: {runtime.models.source if runtime.models else '?'}")
 
         chat_outputs = [chatbot, question, chat_id, message_id, passages, more, chats]
-        send.click(on_ask, [question, chat_id, chatbot], chat_outputs, api_visibility="private")
-        question.submit(on_ask, [question, chat_id, chatbot], chat_outputs, api_visibility="private")
-        expand.click(on_expand, [more, chat_id, message_id, chatbot], chat_outputs, api_visibility="private")
+        send.click(on_ask, [question, chat_id, chatbot, scope], chat_outputs, api_visibility="private")
+        question.submit(on_ask, [question, chat_id, chatbot, scope], chat_outputs, api_visibility="private")
+        expand.click(on_expand, [more, chat_id, message_id, chatbot, scope], chat_outputs, api_visibility="private")
         chats.select(on_open_chat, [chats], [chatbot, chat_id, message_id, passages, more], api_visibility="private")
         new_chat.click(on_new_chat, None, [chatbot, chat_id, message_id, passages, more, chats],
                        api_visibility="private")
         delete_chat.click(on_delete_chat, [chat_id], [chatbot, chat_id, message_id, passages, more, chats],
                           api_visibility="private")
-        add.click(on_add_folder, [folder], [library_msg, folder, folders, docs], api_visibility="private")
-        folder.submit(on_add_folder, [folder], [library_msg, folder, folders, docs], api_visibility="private")
-        remove.click(on_remove_folder, [folders], [library_msg, folders, docs], api_visibility="private")
+        def scope_choices():  # the chat's "Ask over" box follows the library
+            return gr.update(choices=runtime.folders())
+
+        for ev in (add.click(on_add_folder, [folder], [library_msg, folder, folders, docs], api_visibility="private"),
+                   folder.submit(on_add_folder, [folder], [library_msg, folder, folders, docs],
+                                 api_visibility="private"),
+                   remove.click(on_remove_folder, [folders], [library_msg, folders, docs], api_visibility="private")):
+            ev.then(scope_choices, None, [scope], api_visibility="private")
         reindex.click(on_reindex, [reindex_id], [library_msg], api_visibility="private")
         apply.click(on_apply, [ratio, backend, checkpoint, mode, expand_k, expand_tokens], [settings_msg],
                     api_visibility="private")
         gr.Timer(1.0).tick(on_tick, None, [status, docs], api_visibility="private", queue=False)
-        demo.load(lambda: gr.update(choices=chat_choices(runtime)), None, [chats], api_visibility="private")
+        demo.load(lambda: (gr.update(choices=chat_choices(runtime)), gr.update(choices=runtime.folders())), None,
+                  [chats, scope], api_visibility="private")
 
         gr.api(api_ask, api_name="ask")
         gr.api(api_expand, api_name="expand")
