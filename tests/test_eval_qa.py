@@ -224,17 +224,21 @@ def test_merged_prompt_gives_the_same_logits_as_span_by_span(tiny_ev):
 
 def test_needle_run_gives_every_condition_on_the_same_haystack(tiny_ev):
     recs = E.run_needle(tiny_ev, _essays(), [100], [0.0, 1.0], trials=1, seed=0)
-    assert len(recs) == 2 * len(E.CONDITIONS)
+    assert len(recs) == 2 * len(E.NEEDLE_CONDITIONS)
     for d in (0.0, 1.0):
         cell = [r for r in recs if r["depth"] == d]
-        assert [r["condition"] for r in cell] == list(E.CONDITIONS)
+        assert [r["condition"] for r in cell] == list(E.NEEDLE_CONDITIONS)
         assert len({r["number"] for r in cell}) == 1 and len({r["needle_token"] for r in cell}) == 1
         assert all(isinstance(r["answer"], str) and r["correct"] in (0.0, 1.0) for r in cell)
         raw_share = {r["condition"]: r["raw_fraction"] for r in cell}
         assert raw_share["raw"] == 1.0 and raw_share["latents"] == 0.0 and 0 < raw_share["latents+expansion"] < 1
+        assert raw_share["truncation"] == 25 / 100  # the last length/N tokens, N = 4
         assert cell[2]["retrieved"] is True  # BM25 finds the needle's 32-token segment among 4
+        snap, wide = cell[-2], cell[-1]
+        assert snap["condition"] == "snapkv" and snap["kv_budget"] > E.SNAPKV_WINDOW  # the latents prompt's positions
+        assert wide["condition"] == "snapkv-wide" and wide["kv_budget"] > snap["kv_budget"]  # + the expanded passages
     table = E.needle_tables(recs)
-    assert all(f"| {c} |" in table for c in E.CONDITIONS)
+    assert all(f"| {c} |" in table for c in E.NEEDLE_CONDITIONS)
 
 
 def test_needle_raw_is_na_beyond_the_decoder_context(tiny_ev, monkeypatch):
@@ -275,7 +279,7 @@ def test_smoke_run_end_to_end(tmp_path, capsys):
     for c in E.CONDITIONS:
         assert md.count(f"| {c} |") >= 2  # needle summary and disfl_qa (the detail table has it as a column)
     report = json.loads(out.with_suffix(".json").read_text())
-    assert set(report["summary"]["needle"]) == set(E.CONDITIONS)
+    assert set(report["summary"]["needle"]) == set(E.NEEDLE_CONDITIONS)
     assert set(report["summary"]["disfl_qa"]) == set(E.CONDITIONS)
     assert report["compressor"]["trained"] in (True, False)
     assert report["summary"]["needle"]["raw"]["256"] is not None

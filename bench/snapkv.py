@@ -1,0 +1,121 @@
+"""SnapKV (Li et al., 2024, arXiv 2404.14469) on the torch backend: the KV-cache-compression baseline.
+
+Why our own: NVIDIA's ``kvpress`` 0.5.5 (PyPI) requires ``transformers<5.3``
+and this project runs 5.x, so the press is implemented here, after the paper:
+
+1. prefill the prompt except its last ``window`` positions (the observation
+   window: the end of the prompt, where the question is);
+2. run the window with eager attention and read, per layer and head, the
+   softmax attention its queries pay to every earlier position;
+3. sum over the window's queries, smooth with a 1-D average pool (kernel 5,
+   as in the paper's code), and keep, per KV head, the ``budget - window``
+   highest-scoring earlier positions plus the window itself;
+4. decode from there, new tokens at their true positions.
+
+Grouped-query attention (Gemma: 4 query heads share 1 KV head) is handled as
+kvpress does: the scores of the query heads that share a KV head are
+averaged. Only full-attention layers are compressed; Gemma's sliding-window
+layers already keep just their window, so their cache does not grow with
+the prompt. After compression only single-token steps may follow (the cached
+keys no longer sit at the positions their index says; one new token at a time
+sees all of them, which is all decoding needs).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lclm_core.inputs import DecoderInputs
+from lclm_core.torch_backend import TorchDecoder
+
+
+@dataclass(frozen=True)
+class SnapKVResult:
+    logits: torch.Tensor  # last-position logits (vocab,)
+    kept: int  # positions kept per full-attention layer
+    total: int  # prompt positions
+    kv_bytes_before: int
+    kv_bytes_after: int
+
+
+def _full_layers(model, n_layers: int) -> list[int]:
+    types = getattr(model.config, "layer_types", None) or ["full_attention"] * n_layers
+    return [i for i, t in enumerate(types) if t == "full_attention"]
+
+
+def kv_bytes(cache) -> int:
+    """Bytes held by a DynamicCache's keys and values."""
+    total = 0
+    for layer in cache.layers:
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
+
+
+def select(scores: torch.Tensor, keep: int, kernel: int = 5) -> torch.Tensor:
+    """Indices (kv_heads, keep) of the positions to keep, in order, from (kv_heads, positions) scores."""
+    pooled = F.avg_pool1d(scores[:, None, :], kernel_size=kernel, stride=1, padding=kernel // 2,
+                          count_include_pad=False)[:, 0, : scores.shape[-1]]
+    idx = pooled.topk(min(keep, pooled.shape[-1]), dim=-1).indices
+    return idx.sort(dim=-1).values
+
+
+@torch.no_grad()
+def prefill_snapkv(dec: TorchDecoder, inputs: DecoderInputs, budget: int, window: int = 32,
+                   kernel: int = 5) -> SnapKVResult:
+    """Prefill ``inputs`` on a fresh sequence and compress its full-attention KV to ``budget`` positions.
+
+    ``dec`` is left ready to ``generate`` from the returned logits.
+    """
+    if budget <= window:
+        raise ValueError(f"budget {budget} must exceed the observation window {window}")
+    dec.reset()
+    rows = torch.cat([dec._embeds(s) for s in inputs.spans])
+    total = rows.shape[0]
+    if total < budget:  # nothing to compress
+        logits = dec._prefill_spans(DecoderInputs([_embed_span(rows, dec)]))
+        return SnapKVResult(logits, total, total, kv_bytes(dec.cache), kv_bytes(dec.cache))
+    head, tail = rows[: total - window], rows[total - window :]
+    for a in range(0, head.shape[0], dec.max_chunk):
+        dec._run(head[a : a + dec.max_chunk], want_logits=False)
+    model = dec.model
+    prev = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    model.set_attn_implementation("eager")
+    try:
+        pos = torch.arange(dec.n_past, dec.n_past + window, device=dec.device)[None]
+        out = model(inputs_embeds=tail[None], position_ids=pos, past_key_values=dec.cache, use_cache=True,
+                    output_attentions=True, logits_to_keep=1)
+    finally:
+        model.set_attn_implementation(prev)
+    dec.cache = out.past_key_values
+    dec.n_past += window
+    before = kv_bytes(dec.cache)
+    keep_prefix = budget - window
+    for li in _full_layers(model, len(out.attentions)):
+        att = out.attentions[li]  # (1, heads, window, total)
+        layer = dec.cache.layers[li]
+        k, v = layer.keys, layer.values  # (1, kv_heads, total, head_dim)
+        kv_heads = k.shape[1]
+        scores = att[0, :, :, : total - window].float().sum(1)  # (heads, prefix)
+        scores = scores.view(kv_heads, -1, scores.shape[-1]).mean(1)  # GQA: average the group
+        idx = select(scores, keep_prefix, kernel)  # (kv_heads, keep)
+        gather = idx[None, :, :, None].expand(1, kv_heads, idx.shape[-1], k.shape[-1])
+        layer.keys = torch.cat([k.gather(2, gather), k[:, :, total - window :]], dim=2).contiguous()
+        layer.values = torch.cat([v.gather(2, gather), v[:, :, total - window :]], dim=2).contiguous()
+    return SnapKVResult(out.logits[0, -1].float(), budget, total, before, kv_bytes(dec.cache))
+
+
+def _embed_span(rows: torch.Tensor, dec: TorchDecoder):
+    from lclm_core.inputs import EmbedSpan
+
+    return EmbedSpan(rows, dec.builder.placeholder_id)
+
+
+def copy_cache(dec: TorchDecoder):
+    """A deep copy of the decoder's cache (tests compare before and after)."""
+    return copy.deepcopy(dec.cache)
