@@ -34,7 +34,7 @@ import torch
 
 from latent_store import Document, LatentStore, ScopeSegment
 from lclm_core.backend import ContextLengthError, DecoderBackend, GenerationConfig, GenerationResult
-from lclm_core.inputs import DecoderInputs, Latents, Part, Text, TokenIds
+from lclm_core.inputs import DecoderInputs, Latents, Part, Text
 from lclm_core.latents import LatentArray
 
 log = logging.getLogger(__name__)
@@ -217,10 +217,10 @@ class Assistant:
             ranked, scores = self._rank(bm25, {}, closeness, segs)
             chosen = self._choose(ranked, segs, cfg, extra_segments)
             prompt = self._documents_block(segs, raw=False, raw_ids=set(chosen), numbered=numbered)
-            logits = self._prefill_docs(prompt, cfg, answer)
+            self._prefill_docs(prompt, cfg, answer)  # the cached documents block the answer is generated after
         else:
             prompt = self._documents_block(segs, raw=cfg.mode == "full", numbered=numbered)
-            logits = self._prefill_docs(prompt, cfg, answer)
+            self._prefill_docs(prompt, cfg, answer)  # the cached documents block the answer is generated after
             if cfg.mode == "latent" and cfg.attention and hasattr(self.backend, "attention_mass"):
                 attention = self._attention(question, prompt)
             ranked, scores = self._rank(bm25, attention, closeness, segs)

@@ -28,7 +28,7 @@ from latent_store import Chat, Document, LatentStore, Message, NotFound
 
 from .assistant import Answer, Assistant, AssistantConfig, AssistantError, Citation, Scope
 from .indexer import IndexerConfig, Progress
-from .services import IndexingService, Models, ServiceError, load_models, open_store
+from .services import IndexingService, Models, ServiceError, _under, load_models, open_store
 from .settings import Settings
 from .watcher import normalize
 
@@ -178,7 +178,7 @@ class Runtime:
         return f"{n} document(s) queued for indexing"
 
     def status(self) -> IndexingStatus:
-        by = self._store.stats().documents_by_status
+        by = self._store.documents_by_status()
         ix = self._indexing.indexer
         p, pending = self._progress, ix.pending()
         active = pending > 0
@@ -200,11 +200,9 @@ class Runtime:
         doc = self._store.get_document(int(document_id))
         if doc is None:
             return None
-        p = Path(doc.path)
         roots = [Path(f) for f in self.folders()] + list(self._indexing.files)
-        if not any(r == p or r in p.parents for r in roots) or not p.is_file():
-            return None
-        return p
+        p = Path(doc.path)
+        return p if _under(doc.path, roots) and p.is_file() else None
 
     def describe_segment(self, segment_id: int) -> str:
         """'file.pdf, page 3' for a passage (what the chat says when the user asks to read it)."""
@@ -285,9 +283,10 @@ class Runtime:
         title = question if len(question) <= 60 else question[:57].rstrip() + "…"
         return self._store.create_chat(title).id
 
-    def _overrides(self, overrides: dict) -> dict:
-        base = {k: getattr(self.ask_config, k) for k in ASK_FIELDS}
-        return {**base, **{k: v for k, v in overrides.items() if v is not None}}
+    @staticmethod
+    def _overrides(overrides: dict) -> dict:
+        """Per-question settings; the rest come from the assistant's config, which is ``ask_config``."""
+        return {k: v for k, v in overrides.items() if v is not None}
 
     def _get_assistant(self) -> Assistant:
         """The assistant, opened on first use (the decoder loads in seconds; the UI is up before)."""

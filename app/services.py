@@ -202,12 +202,6 @@ class Models:
     compressor: Compressor
     open_backend: Callable[[str], object]
     source: str  # what the user sees: "embedded default, N=4" or the checkpoint's path
-    ratio: int
-    checkpoint: str | None = None
-
-    @property
-    def trained(self) -> bool:
-        return bool(getattr(self.compressor, "trained", True))
 
 
 def load_models(settings: Settings, *, ratio: int | None = None) -> Models:
@@ -235,7 +229,7 @@ def load_models(settings: Settings, *, ratio: int | None = None) -> Models:
         raise ServiceError(f"unknown backend {name!r}: torch or llama.cpp")
 
     n = int(getattr(comp, "ratio", None) or comp.config.compression_ratio)
-    return Models(comp, open_backend, f"embedded default, N={n}", n)
+    return Models(comp, open_backend, f"embedded default, N={n}")
 
 
 def _checkpoint_models(settings: Settings) -> Models:
@@ -254,7 +248,7 @@ def _checkpoint_models(settings: Settings) -> Models:
         return loaded.torch_backend()
 
     n = loaded.compressor.config.compression_ratio
-    return Models(loaded.compressor, open_backend, f"checkpoint {loaded.path}, N={n}", n, str(loaded.path))
+    return Models(loaded.compressor, open_backend, f"checkpoint {loaded.path}, N={n}")
 
 
 def open_assistant(settings: Settings, store: LatentStore, *, ratio: int | None = None, backend: str | None = None,

@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report_files import write_report  # noqa: E402
 from bench.eval_qa import best_over, ensure_disfl_qa, exact_match, parse_disfl_example, token_f1  # noqa: E402
 
 log = logging.getLogger("bench.assistant")
@@ -178,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.time() - t0:.0f} s\n\n" + table(results))
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        write_report(args.out, text, results)
     return 0
 
 

@@ -13,7 +13,6 @@ gap_closed = (none - own) / (none - raw); content_gap = (shuffled - own) / (none
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -23,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report_files import write_report  # noqa: E402
 from lclm_core.device import resolve  # noqa: E402
 from lclm_core.train.data import TokenShards  # noqa: E402
 from lclm_core.train.evaluate import evaluate, heldout_examples  # noqa: E402
@@ -87,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             f"decoder Gemma-3-270M {args.dtype} on CPU, {time.time() - t0:.0f} s\n\n" + table(rows))
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(dict(rows), indent=2) + "\n")
+        write_report(args.out, text, dict(rows))
     return 0
 
 

@@ -86,6 +86,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report_files import write_report  # noqa: E402
 from lclm_core.backend import ContextLengthError, GenerationConfig  # noqa: E402
 from lclm_core.inputs import DecoderInputs, EmbedSpan, Latents, Part, Text, TokenIds, TokenSpan, tokenize_text  # noqa: E402
 from lclm_core.torch_backend import TorchDecoder  # noqa: E402
@@ -441,27 +442,30 @@ class Evaluator:
 
         The prompt runs as a few large forward passes, see :func:`merged_spans`.
         """
+        inputs = self._fresh_prompt(parts)
+        logits = self.decoder.prefill(merged_spans(self.decoder, inputs, self.prefill_chunk))
+        return self._greedy(logits, max_new_tokens)
+
+    def _fresh_prompt(self, parts: Sequence[Part]) -> DecoderInputs:
+        """A new sequence: the decoder reset, the prompt built and checked against its context."""
         dec = self.decoder
         dec.reset()
         inputs = dec.build(parts, add_bos=True)
         if len(inputs) > dec.n_ctx:
             raise ContextLengthError(len(inputs), dec.n_ctx)
-        logits = dec.prefill(merged_spans(dec, inputs, self.prefill_chunk))
+        return inputs
+
+    def _greedy(self, logits: torch.Tensor, max_new_tokens: int) -> str:
         cfg = GenerationConfig(max_new_tokens=max_new_tokens, stop=["\n"])
-        return "".join(dec.generate(cfg, logits=logits)).strip()
+        return "".join(self.decoder.generate(cfg, logits=logits)).strip()
 
     def answer_snapkv(self, parts: Sequence[Part], budget: int, max_new_tokens: int) -> str:
         """Greedy answer after the full prompt's KV cache is compressed by SnapKV to ``budget`` positions."""
         from snapkv import prefill_snapkv  # bench/snapkv.py
 
-        dec = self.decoder
-        dec.reset()
-        inputs = dec.build(parts, add_bos=True)
-        if len(inputs) > dec.n_ctx:
-            raise ContextLengthError(len(inputs), dec.n_ctx)
-        res = prefill_snapkv(dec, inputs, budget=max(budget, SNAPKV_WINDOW + 1), window=SNAPKV_WINDOW)
-        cfg = GenerationConfig(max_new_tokens=max_new_tokens, stop=["\n"])
-        return "".join(dec.generate(cfg, logits=res.logits)).strip()
+        inputs = self._fresh_prompt(parts)
+        res = prefill_snapkv(self.decoder, inputs, budget=max(budget, SNAPKV_WINDOW + 1), window=SNAPKV_WINDOW)
+        return self._greedy(res.logits, max_new_tokens)
 
 
 def merged_spans(dec: TorchDecoder, inputs: DecoderInputs, chunk: int) -> DecoderInputs:
@@ -811,10 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(threads)  # main() may run inside another process (the tests)
     print(md)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(md + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-        log.info("wrote %s and %s", args.out.with_suffix(".md"), args.out.with_suffix(".json"))
+        log.info("wrote %s and %s", *write_report(args.out, md, report, indent=1))
     return 0
 
 

@@ -23,7 +23,6 @@ sees all of them, which is all decoding needs).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -75,11 +74,11 @@ def prefill_snapkv(dec: TorchDecoder, inputs: DecoderInputs, budget: int, window
     if budget <= window:
         raise ValueError(f"budget {budget} must exceed the observation window {window}")
     dec.reset()
-    rows = torch.cat([dec._embeds(s) for s in inputs.spans])
-    total = rows.shape[0]
+    total = len(inputs)
     if total < budget:  # nothing to compress
-        logits = dec._prefill_spans(DecoderInputs([_embed_span(rows, dec)]))
+        logits = dec._prefill_spans(inputs)
         return SnapKVResult(logits, total, total, kv_bytes(dec.cache), kv_bytes(dec.cache))
+    rows = torch.cat([dec._embeds(s) for s in inputs.spans])
     head, tail = rows[: total - window], rows[total - window :]
     for a in range(0, head.shape[0], dec.max_chunk):
         dec._run(head[a : a + dec.max_chunk], want_logits=False)
@@ -109,13 +108,3 @@ def prefill_snapkv(dec: TorchDecoder, inputs: DecoderInputs, budget: int, window
         layer.values = torch.cat([v.gather(2, gather), v[:, :, total - window :]], dim=2).contiguous()
     return SnapKVResult(out.logits[0, -1].float(), budget, total, before, kv_bytes(dec.cache))
 
-
-def _embed_span(rows: torch.Tensor, dec: TorchDecoder):
-    from lclm_core.inputs import EmbedSpan
-
-    return EmbedSpan(rows, dec.builder.placeholder_id)
-
-
-def copy_cache(dec: TorchDecoder):
-    """A deep copy of the decoder's cache (tests compare before and after)."""
-    return copy.deepcopy(dec.cache)

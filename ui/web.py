@@ -111,7 +111,7 @@ def history_messages(runtime: Runtime, chat_id: int) -> tuple[list[dict], list[C
     more: list[Citation] = []
     last_id = None
     for m in runtime.messages(chat_id):
-        msgs.append({"role": m.role, "content": m.content if m.role == "user" else md_answer(m.content)})
+        msgs.append({"role": m.role, "content": m.content if m.role == "user" else md_text(m.content)})
         if m.role == "assistant":
             rows = m.citations or []
             cites = [citation_from_row(r) for r in rows if r.get("kind", "cited") == "cited"]
@@ -119,11 +119,6 @@ def history_messages(runtime: Runtime, chat_id: int) -> tuple[list[dict], list[C
             msgs += citation_messages(cites)
             last_id = m.id
     return msgs, cites, more, last_id
-
-
-def md_answer(text: str) -> str:
-    """The model's answer shown as text (it quotes documents, which may contain markup)."""
-    return md_text(text)
 
 
 def chat_choices(runtime: Runtime) -> list[tuple[str, int]]:
@@ -236,7 +231,7 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
             for piece in stream:
                 if isinstance(piece, Reply):
                     a = piece.answer
-                    history[-1] = {"role": "assistant", "content": md_answer(a.text)}
+                    history[-1] = {"role": "assistant", "content": md_text(a.text)}
                     if a.left_out:
                         history.append({"role": "assistant", "content": md_text(
                             "Not read (did not fit the context): " + ", ".join(Path(p).name for p in a.left_out))})
@@ -246,7 +241,7 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                            gr.update(choices=chat_choices(runtime), value=piece.chat_id))
                     return
                 text += piece
-                history[-1] = {"role": "assistant", "content": md_answer(text)}
+                history[-1] = {"role": "assistant", "content": md_text(text)}
                 yield history, "", chat_id, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         except Exception as e:  # noqa: BLE001
             raise _user_error(e) from e
