@@ -499,57 +499,68 @@ def needle_found(answer: str, number: int) -> bool:
     return str(number) in _DIGITS.findall(answer.replace(",", ""))
 
 
-def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], depths: Sequence[float],
-               trials: int, seed: int) -> list[dict]:
-    """One record per (length, depth, trial, condition); every condition reads the same haystack."""
-    essay_ids = [ev.tokenize(e + "\n\n") for e in essays]
-    ends = sentence_end_test(ev.tokenizer)
-    suffix = f"\n\nQuestion: {NEEDLE_QUESTION}\nAnswer: {NEEDLE_ANSWER_PREFIX}"
-    records = []
+NEEDLE_SUFFIX = f"\n\nQuestion: {NEEDLE_QUESTION}\nAnswer: {NEEDLE_ANSWER_PREFIX}"
+
+
+def needle_haystacks(tokenizer, essays: Sequence[str], lengths: Sequence[int], depths: Sequence[float],
+                     trials: int, seed: int) -> Iterable[tuple[int, float, int, int, Haystack]]:
+    """(length, depth, trial, number, haystack) in that order; the same seed gives the same haystacks anywhere."""
+    essay_ids = [tokenize_text(tokenizer, e + "\n\n") for e in essays]
+    ends = sentence_end_test(tokenizer)
     for length in lengths:
         for depth in depths:
             for trial in range(trials):
                 rng = random.Random(f"{seed}/{length}/{depth}/{trial}")
                 number = rng.randint(1_000_000, 9_999_999)
-                needle_ids = ev.tokenize(" " + NEEDLE.format(number=number))
+                needle_ids = tokenize_text(tokenizer, " " + NEEDLE.format(number=number))
                 hay = build_haystack(essay_ids, needle_ids, length, depth, rng.randrange(len(essays)), ends)
-                segs = segments_of(hay.ids, ev.segment_tokens)
-                needle_segs = {i // ev.segment_tokens for i in range(hay.needle_start, hay.needle_start + hay.needle_len)}
-                lat = ev.compress(segs)
-                top = ev.expansion(NEEDLE_QUESTION, segs, ev.top_k)
-                keep = max(1, length // ev.ratio)
-                contexts = {
-                    "raw": ev.context_parts(segs, None),
-                    "latents": ev.context_parts(segs, lat),
-                    "latents+expansion": ev.context_parts(segs, lat, top),
-                    "none": None,
-                    "truncation": ev.context_parts([hay.ids[-keep:]], None),
-                    "snapkv": ev.context_parts(segs, None),
-                    "snapkv-wide": ev.context_parts(segs, None),
-                }
-                raw_tokens = {"raw": length, "latents": 0, "none": 0, "truncation": keep, "snapkv": length,
-                              "snapkv-wide": length, "latents+expansion": sum(len(segs[i]) for i in top)}
-                positions = {c: len(ev.decoder.build([Text("Text:\n"), *contexts[c], Text(suffix)], add_bos=True))
-                             for c in ("latents", "latents+expansion")}
-                budgets = {"snapkv": positions["latents"], "snapkv-wide": positions["latents+expansion"]}
-                for cond, ctx in contexts.items():
-                    parts = [Text(suffix.lstrip())] if ctx is None else [Text("Text:\n"), *ctx, Text(suffix)]
-                    rec = dict(measure="needle", condition=cond, length=length, depth=depth, trial=trial,
-                               number=number, needle_token=hay.needle_start, raw_fraction=raw_tokens[cond] / length,
-                               retrieved=bool(needle_segs & set(top)) if cond == "latents+expansion" else None)
-                    try:
-                        if cond in budgets:
-                            rec["kv_budget"] = budgets[cond]
-                            rec["answer"] = ev.answer_snapkv(parts, budgets[cond], max_new_tokens=12)
-                        else:
-                            rec["answer"] = ev.answer(parts, max_new_tokens=12)
-                        rec["correct"] = float(needle_found(rec["answer"], number))
-                    except ContextLengthError as e:
-                        log.info("needle L=%d %s: n/a (%s)", length, cond, e)
-                        rec["answer"], rec["correct"] = None, None
-                    records.append(rec)
-                    log.debug("needle L=%d d=%.2f t=%d %-18s %s -> %r", length, depth, trial, cond, number, rec["answer"])
-            log.info("needle L=%d d=%.2f: %s", length, depth, _brief(records, length=length, depth=depth))
+                yield length, depth, trial, number, hay
+
+
+def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], depths: Sequence[float],
+               trials: int, seed: int) -> list[dict]:
+    """One record per (length, depth, trial, condition); every condition reads the same haystack."""
+    suffix = NEEDLE_SUFFIX
+    records = []
+    for length, depth, trial, number, hay in needle_haystacks(ev.tokenizer, essays, lengths, depths, trials, seed):
+        segs = segments_of(hay.ids, ev.segment_tokens)
+        needle_segs = {i // ev.segment_tokens for i in range(hay.needle_start, hay.needle_start + hay.needle_len)}
+        lat = ev.compress(segs)
+        top = ev.expansion(NEEDLE_QUESTION, segs, ev.top_k)
+        keep = max(1, length // ev.ratio)
+        contexts = {
+            "raw": ev.context_parts(segs, None),
+            "latents": ev.context_parts(segs, lat),
+            "latents+expansion": ev.context_parts(segs, lat, top),
+            "none": None,
+            "truncation": ev.context_parts([hay.ids[-keep:]], None),
+            "snapkv": ev.context_parts(segs, None),
+            "snapkv-wide": ev.context_parts(segs, None),
+        }
+        raw_tokens = {"raw": length, "latents": 0, "none": 0, "truncation": keep, "snapkv": length,
+                      "snapkv-wide": length, "latents+expansion": sum(len(segs[i]) for i in top)}
+        positions = {c: len(ev.decoder.build([Text("Text:\n"), *contexts[c], Text(suffix)], add_bos=True))
+                     for c in ("latents", "latents+expansion")}
+        budgets = {"snapkv": positions["latents"], "snapkv-wide": positions["latents+expansion"]}
+        for cond, ctx in contexts.items():
+            parts = [Text(suffix.lstrip())] if ctx is None else [Text("Text:\n"), *ctx, Text(suffix)]
+            rec = dict(measure="needle", condition=cond, length=length, depth=depth, trial=trial,
+                       number=number, needle_token=hay.needle_start, raw_fraction=raw_tokens[cond] / length,
+                       retrieved=bool(needle_segs & set(top)) if cond == "latents+expansion" else None)
+            try:
+                if cond in budgets:
+                    rec["kv_budget"] = budgets[cond]
+                    rec["answer"] = ev.answer_snapkv(parts, budgets[cond], max_new_tokens=12)
+                else:
+                    rec["answer"] = ev.answer(parts, max_new_tokens=12)
+                rec["correct"] = float(needle_found(rec["answer"], number))
+            except ContextLengthError as e:
+                log.info("needle L=%d %s: n/a (%s)", length, cond, e)
+                rec["answer"], rec["correct"] = None, None
+            records.append(rec)
+            log.debug("needle L=%d d=%.2f t=%d %-18s %s -> %r", length, depth, trial, cond, number, rec["answer"])
+        log.info("needle L=%d d=%.2f t=%d: %s", length, depth, trial,
+                 _brief(records, length=length, depth=depth, trial=trial))
     return records
 
 

@@ -24,6 +24,19 @@ def _pyplot():
     return plt
 
 
+def _plain_log_ticks(ax) -> None:
+    """Log-scale x ticks at 1, 2, 5 per decade as plain numbers (0.2, 0.5, 1), the minor ones unlabelled."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _length_label(n: int) -> str:
+    return f"{n // 1024}k" if n % 1024 == 0 else (f"{n / 1000:g}k" if n >= 1000 else str(n))
+
+
 def _marker(ratio: int | None) -> str:
     return MARKERS.get(ratio, "P")
 
@@ -34,18 +47,25 @@ def _scatter(ax, points: Sequence[dict], x: str, y: str, cold_x: str | None = No
         if p.get(x) is None or p.get(y) is None:
             continue
         c = COLOURS.get(p["family"], "#7f7f7f")
-        ax.scatter(p[x], p[y], color=c, marker=_marker(p["ratio"]), s=46, label=p["method"], zorder=3)
+        big = p["family"] == "raw"  # drawn larger and on top: SnapKV shares its prefill and often its point
+        ax.scatter(p[x], p[y], color=c, marker=_marker(p["ratio"]), s=90 if big else 46, label=p["method"],
+                   zorder=2.5 if big else 3, edgecolors="white" if not big else c, linewidths=0.5)
         if cold_x and p.get(cold_x) is not None and p[cold_x] != p[x]:
             ax.scatter(p[cold_x], p[y], facecolors="none", edgecolors=c, marker=_marker(p["ratio"]), s=46, zorder=3)
             ax.plot([p[x], p[cold_x]], [p[y], p[y]], color=c, linestyle=":", linewidth=1, zorder=2)
 
 
-def _legend(fig, axes) -> None:
+def _save(fig, axes, path: Path, plt) -> Path:
+    """One legend on the right for every panel, then the PNG."""
     seen: dict[str, object] = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
     fig.legend(list(seen.values()), list(seen), loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.8 / fig.get_figwidth(), 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def accuracy_vs_ttft(panels: Sequence[tuple[str, str, Sequence[dict]]], path: Path) -> Path:
@@ -55,13 +75,10 @@ def accuracy_vs_ttft(panels: Sequence[tuple[str, str, Sequence[dict]]], path: Pa
     for ax, (title, ylabel, pts) in zip(axes[0], panels):
         _scatter(ax, pts, "ttft_s", "accuracy", "ttft_cold_s")
         ax.set_xscale("log")
+        _plain_log_ticks(ax)
         ax.set(title=title, xlabel="median time to first token, s (log; hollow: compression included)", ylabel=ylabel)
         ax.grid(alpha=0.3)
-    _legend(fig, axes[0])
-    fig.tight_layout(rect=(0, 0, 1 - 1.8 / fig.get_figwidth(), 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, axes[0], path, plt)
 
 
 def accuracy_vs_memory(title: str, points: Sequence[dict], path: Path) -> Path:
@@ -75,31 +92,31 @@ def accuracy_vs_memory(title: str, points: Sequence[dict], path: Path) -> Path:
     axes[0][1].set(title=f"{title}: KV cache", xlabel="KV cache held at the first token, MB (median)", ylabel="accuracy %")
     for ax in axes[0]:
         ax.grid(alpha=0.3)
-    _legend(fig, axes[0])
-    fig.tight_layout(rect=(0, 0, 1 - 1.8 / fig.get_figwidth(), 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, axes[0], path, plt)
 
 
 def accuracy_vs_length(title: str, series: Sequence[dict], path: Path) -> Path:
-    """series: dicts with method, family, ratio, lengths, accuracy (lists; None where the method could not run)."""
+    """One panel per method family (lines overlap otherwise), raw in each as the reference.
+
+    series: dicts with method, family, ratio, lengths, accuracy (lists; None where the method could not run).
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.6, 4.6))
     styles = {None: "-", 4: "-", 8: "--", 16: ":"}
-    for s in series:
-        xs = [x for x, y in zip(s["lengths"], s["accuracy"]) if y is not None]
-        ys = [y for y in s["accuracy"] if y is not None]
-        if xs:
-            ax.plot(xs, ys, color=COLOURS.get(s["family"], "#7f7f7f"), linestyle=styles.get(s["ratio"], "-."),
-                    marker=_marker(s["ratio"]), label=s["method"])
-    ax.set_xscale("log", base=2)
+    raw = [s for s in series if s["family"] == "raw"]
+    families = [f for f in COLOURS if f != "raw" and any(s["family"] == f for s in series)]
+    fig, axes = plt.subplots(1, len(families), figsize=(2.9 * len(families) + 1.8, 3.6), sharey=True, squeeze=False)
     lengths = sorted({x for s in series for x in s["lengths"]})
-    ax.set_xticks(lengths, [f"{x / 1024:g}k" if x >= 1024 else str(x) for x in lengths])
-    ax.set(title=title, xlabel="context length, tokens", ylabel="accuracy %")
-    ax.grid(alpha=0.3)
-    fig.legend(loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1 - 1.8 / fig.get_figwidth(), 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    for ax, fam in zip(axes[0], families):
+        for s in raw + [s for s in series if s["family"] == fam]:
+            pts = [(x, y) for x, y in zip(s["lengths"], s["accuracy"]) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts), color=COLOURS.get(s["family"], "#7f7f7f"), linestyle=styles.get(s["ratio"], "-."),
+                        marker=_marker(s["ratio"]), label=s["method"], alpha=0.45 if s["family"] == "raw" else 1.0)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [_length_label(x) for x in lengths])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.set(title=fam, xlabel="context, tokens", ylim=(-5, 105))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy %")
+    fig.suptitle(title)
+    return _save(fig, axes[0], path, plt)

@@ -1,6 +1,6 @@
 """The benchmark suite: every context method on the same decoder and the same documents, in one run.
 
-    python bench/run_all.py                              # full run on the default model (about an hour on 2 CPU cores)
+    python bench/run_all.py --kvpress-env .kvpress-env  # full run on the default model (about an hour on 2 CPU cores)
     python bench/run_all.py --smoke --checkpoint DIR     # seconds on a tiny checkpoint (what CI runs)
     python bench/run_all.py --checkpoint ~/models/0.6b-4b-LCLM-8x --device cuda   # a published Qwen3 LCLM
 
@@ -21,6 +21,10 @@ checkpoint's own N. Tasks, on data nobody on this project wrote:
               top-1); SQuAD exact match and F1, with a fixed two-shot demo
   perplexity  essays: a 2,048-token context, then the next 256 tokens scored
   store       the app's own indexer over essays: encoder tokens/s, store bytes
+
+With ``--kvpress-env``, bench/kvpress_check.py also runs NVIDIA kvpress's
+SnapKVPress in a separate environment (kvpress needs transformers<5.3) and
+reports how many of the positions it keeps ours keeps too.
 
 Every method answers the same item in the same process one after another, so
 the ratios between rows are what to read on a noisy machine; times are
@@ -54,22 +58,20 @@ sys.path.insert(0, str(ROOT))
 from bench import plots  # noqa: E402
 from bench.eval_qa import (  # noqa: E402
     DISFL_DEMO,
-    NEEDLE,
-    NEEDLE_ANSWER_PREFIX,
     NEEDLE_QUESTION,
+    NEEDLE_SUFFIX,
     Evaluator,
     _same_vocab,
     best_over,
-    build_haystack,
     default_cache_dir,
     ensure_disfl_qa,
     ensure_essays,
     exact_match,
     load_essays,
     needle_found,
+    needle_haystacks,
     parse_disfl_example,
     segments_of,
-    sentence_end_test,
     token_f1,
 )
 from bench.suite import Item, Outcome, Runner, answer_with, method_names, perplexity, score_continuation  # noqa: E402
@@ -142,29 +144,20 @@ def record(o: Outcome, **item) -> dict:
 # --- tasks -------------------------------------------------------------------------------------
 def task_needle(runner: Runner, essays: Sequence[str], lengths, depths, trials: int, seed: int,
                 segment_tokens: int, top_k: int) -> list[dict]:
-    ev = runner.ev
-    essay_ids = [ev.tokenize(e + "\n\n") for e in essays]
-    ends = sentence_end_test(ev.tokenizer)
-    suffix = f"\n\nQuestion: {NEEDLE_QUESTION}\nAnswer: {NEEDLE_ANSWER_PREFIX}"
     finish = answer_with(12)
     records = []
-    for length in lengths:
-        for depth in depths:
-            for trial in range(trials):
-                rng = random.Random(f"{seed}/{length}/{depth}/{trial}")
-                number = rng.randint(1_000_000, 9_999_999)
-                needle_ids = ev.tokenize(" " + NEEDLE.format(number=number))
-                hay = build_haystack(essay_ids, needle_ids, length, depth, rng.randrange(len(essays)), ends)
-                item = Item(segments_of(hay.ids, segment_tokens), [Text("Text:\n")], [Text(suffix)],
-                            [Text(suffix.lstrip())], NEEDLE_QUESTION, top_k)
-                t = time.perf_counter()
-                for o in runner.run(item, finish):
-                    ok = None if o.error else needle_found(o.result["answer"], number)
-                    records.append(record(o, task="needle", length=length, depth=depth, trial=trial,
-                                          number=number, accuracy=None if ok is None else 100.0 * ok))
-                log.info("needle L=%d depth=%g trial=%d: %.0f s; %s", length, depth, trial, time.perf_counter() - t,
-                         " ".join(f"{r['method']}={'-' if r['accuracy'] is None else int(r['accuracy'])}"
-                                  for r in records[-len(runner.methods):]))
+    for length, depth, trial, number, hay in needle_haystacks(runner.ev.tokenizer, essays, lengths, depths, trials,
+                                                              seed):
+        item = Item(segments_of(hay.ids, segment_tokens), [Text("Text:\n")], [Text(NEEDLE_SUFFIX)],
+                    [Text(NEEDLE_SUFFIX.lstrip())], NEEDLE_QUESTION, top_k)
+        t = time.perf_counter()
+        for o in runner.run(item, finish):
+            ok = None if o.error else needle_found(o.result["answer"], number)
+            records.append(record(o, task="needle", length=length, depth=depth, trial=trial,
+                                  number=number, accuracy=None if ok is None else 100.0 * ok))
+        log.info("needle L=%d depth=%g trial=%d: %.0f s; %s", length, depth, trial, time.perf_counter() - t,
+                 " ".join(f"{r['method']}={'-' if r['accuracy'] is None else int(r['accuracy'])}"
+                          for r in records[-len(runner.methods):]))
     return records
 
 
@@ -430,6 +423,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", help="fp32 beat bf16 on CPU prompts (eval_qa.py's docstring)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
     p.add_argument("--cache-dir", type=Path, default=None, help="evaluation data ($LCLM_EVAL_DATA or the user cache)")
+    p.add_argument("--kvpress-env", type=Path,
+                   help="also check our SnapKV against kvpress's, installed in this folder (made when missing; "
+                        "the embedded default only)")
     p.add_argument("--smoke", action="store_true", help="every task at toy sizes: seconds on a tiny checkpoint")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -467,7 +463,8 @@ def run(args: argparse.Namespace) -> tuple[str, dict, list[Path]]:
     from lclm_core.device import resolve
 
     t0 = time.perf_counter()
-    out = args.out or ROOT / "bench" / "results" / _dt.date.today().isoformat()
+    started, commit = _dt.datetime.now(), git_commit()  # the code that runs is the code at the start
+    out = args.out or ROOT / "bench" / "results" / started.date().isoformat()
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -530,23 +527,35 @@ def run(args: argparse.Namespace) -> tuple[str, dict, list[Path]]:
         rows = timed("store", task_store, models.compressors, essays, args.store_docs, 4000 if args.smoke else None)
         records += rows
         sections.append(f"## Encoder throughput and store size\n\n{store_table(rows)}")
+    if args.kvpress_env and not args.checkpoint:
+        from bench.kvpress_check import check
+
+        t = time.perf_counter()
+        kv_md, kv_report = check(args.kvpress_env, runner.dec, [2048, 4096], [0.0, 0.5, 1.0], sorted(models.compressors),
+                                 seed=args.seed)
+        timings["kvpress_check_s"] = time.perf_counter() - t
+        records.append({"task": "kvpress_check", **kv_report})
+        sections.append(f"## SnapKV against kvpress\n\n{kv_md}\n\nbench/kvpress_check.py: kvpress in its own "
+                        f"environment ({args.kvpress_env}, transformers<5.3), ours on this one. "
+                        f"{timings['kvpress_check_s']:.0f} s.")
     timings["total_s"] = time.perf_counter() - t0
     files = make_plots(records, methods, out)
 
     command = "python bench/run_all.py " + " ".join(shlex.quote(a) for a in (args.argv or []))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     untrained = [n for n, t in models.trained.items() if not t]
-    head = [f"# Benchmark suite, {_dt.date.today().isoformat()}", "",
-            f"Produced by `{command.strip()}` at commit {git_commit()} in {timings['total_s'] / 60:.1f} min.", "",
+    head = [f"# Benchmark suite, {started:%Y-%m-%d}", "",
+            f"Produced by `{command.strip()}` at commit {commit}, started {started:%Y-%m-%d %H:%M}, "
+            f"{timings['total_s'] / 60:.1f} min.", "",
             f"- models: {models.description}" + (f" (UNTRAINED at N = {untrained}: their latents carry no content)"
                                                  if untrained else ""),
             f"- machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__} on {placement}, "
             f"{torch.get_num_threads()} threads, load average at the end {load}",
             f"- methods: {', '.join(methods)} (bench/suite.py says what each is)",
             "- every method read the same items in the same process, one after another; times are medians",
-            "", "Plots: " + ", ".join(f"[{f.name}]({f.name})" for f in files), ""]
+            "", *[f"![{f.stem.replace('-', ' ')}]({f.name})" for f in files], ""]
     md = "\n".join(head) + "\n\n" + "\n\n".join(sections) + "\n"
-    report = {"command": command.strip(), "commit": git_commit(), "models": models.description,
+    report = {"command": command.strip(), "commit": commit, "started": started.isoformat(timespec="seconds"), "models": models.description,
               "trained": {str(k): v for k, v in models.trained.items()}, "placement": str(placement),
               "threads": torch.get_num_threads(), "timings": timings, "methods": methods,
               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "argv"},
