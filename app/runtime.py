@@ -28,7 +28,7 @@ from latent_store import Chat, Document, LatentStore, Message, NotFound
 
 from .assistant import Answer, Assistant, AssistantConfig, AssistantError, Citation, Scope
 from .indexer import IndexerConfig, Progress
-from .services import IndexingService, Models, ServiceError, _under, load_models, open_store
+from .services import IndexingService, Models, ServiceError, load_models, open_store, path_under
 from .settings import Settings
 from .watcher import normalize
 
@@ -202,7 +202,7 @@ class Runtime:
             return None
         roots = [Path(f) for f in self.folders()] + list(self._indexing.files)
         p = Path(doc.path)
-        return p if _under(doc.path, roots) and p.is_file() else None
+        return p if path_under(doc.path, roots) and p.is_file() else None
 
     def describe_segment(self, segment_id: int) -> str:
         """'file.pdf, page 3' for a passage (what the chat says when the user asks to read it)."""

@@ -48,7 +48,7 @@ def load_compressor(settings: Settings, ratio: int | None = None) -> Compressor:
     return comp
 
 
-def _under(path: str, roots: Iterable[Path]) -> bool:
+def path_under(path: str, roots: Iterable[Path]) -> bool:
     p = Path(path)
     return any(p == r or r in p.parents for r in roots)
 
@@ -122,10 +122,10 @@ class IndexingService:
         # interrupted runs and latents from another compressor, under these paths only
         roots = self.folders + self.files
         self.indexer.enqueue(d.id for d in self.store.documents_needing_work(self.indexer.fingerprint)
-                             if _under(d.path, roots))
+                             if path_under(d.path, roots))
         if retry_failed:  # the user may have raised a limit or installed a missing package
             self.indexer.enqueue(d.id for d in self.store.list_documents(status=("error", "skipped"))
-                                 if _under(d.path, roots))
+                                 if path_under(d.path, roots))
         self.indexer.start()  # after the scan, so its report comes before the first document line
         return self
 
@@ -174,7 +174,7 @@ class IndexingService:
         segments keep their latents, so this costs only the parse."""
         roots = self.folders + self.files
         if document_ids is None:
-            document_ids = [d.id for d in self.store.list_documents() if _under(d.path, roots)]
+            document_ids = [d.id for d in self.store.list_documents() if path_under(d.path, roots)]
         return self.indexer.enqueue(list(document_ids))
 
     def close(self) -> None:

@@ -520,7 +520,6 @@ def needle_haystacks(tokenizer, essays: Sequence[str], lengths: Sequence[int], d
 def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], depths: Sequence[float],
                trials: int, seed: int) -> list[dict]:
     """One record per (length, depth, trial, condition); every condition reads the same haystack."""
-    suffix = NEEDLE_SUFFIX
     records = []
     for length, depth, trial, number, hay in needle_haystacks(ev.tokenizer, essays, lengths, depths, trials, seed):
         segs = segments_of(hay.ids, ev.segment_tokens)
@@ -539,11 +538,11 @@ def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], dep
         }
         raw_tokens = {"raw": length, "latents": 0, "none": 0, "truncation": keep, "snapkv": length,
                       "snapkv-wide": length, "latents+expansion": sum(len(segs[i]) for i in top)}
-        positions = {c: len(ev.decoder.build([Text("Text:\n"), *contexts[c], Text(suffix)], add_bos=True))
+        positions = {c: len(ev.decoder.build([Text("Text:\n"), *contexts[c], Text(NEEDLE_SUFFIX)], add_bos=True))
                      for c in ("latents", "latents+expansion")}
         budgets = {"snapkv": positions["latents"], "snapkv-wide": positions["latents+expansion"]}
         for cond, ctx in contexts.items():
-            parts = [Text(suffix.lstrip())] if ctx is None else [Text("Text:\n"), *ctx, Text(suffix)]
+            parts = [Text(NEEDLE_SUFFIX.lstrip())] if ctx is None else [Text("Text:\n"), *ctx, Text(NEEDLE_SUFFIX)]
             rec = dict(measure="needle", condition=cond, length=length, depth=depth, trial=trial,
                        number=number, needle_token=hay.needle_start, raw_fraction=raw_tokens[cond] / length,
                        retrieved=bool(needle_segs & set(top)) if cond == "latents+expansion" else None)

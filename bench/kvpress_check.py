@@ -106,12 +106,14 @@ def needle_prompts(tok, lengths: Sequence[int], depths: Sequence[float], seed: i
     return [head + hay.ids + tail for *_, hay in needle_haystacks(tok, essays, lengths, depths, 1, seed)]
 
 
-def ours_kept(dec, ids: list[int], budget: int, window: int) -> dict[str, list[list[int]]]:
+def ours_kept(dec, ids: list[int], budgets: Sequence[int], window: int) -> dict[int, dict[str, list[list[int]]]]:
+    """budget -> per full layer, per KV head, the positions ours keeps; one observed prefill serves every budget."""
     from bench.snapkv import observe, select
     from lclm_core.inputs import TokenIds
 
     obs = observe(dec, dec.build([TokenIds(tuple(ids))], add_bos=False), window)
-    return {str(li): [sorted(row.tolist()) for row in select(s, budget - window)] for li, s in obs.scores.items()}
+    return {b: {str(li): [sorted(row.tolist()) for row in select(s, b - window)] for li, s in obs.scores.items()}
+            for b in budgets}
 
 
 def compare(ours: dict[str, list[list[int]]], theirs: dict[str, list[list[int]]], total: int, window: int) -> float:
@@ -154,13 +156,14 @@ def check(env: Path, dec, lengths: Sequence[int], depths: Sequence[float], ratio
     rows = []
     it = iter(theirs)
     for ids in prompts:
+        ours = ours_kept(dec, ids, budgets[str(len(ids))], window)
         for budget in budgets[str(len(ids))]:
             t = next(it)
             assert t["total"] == len(ids) and t["budget"] == budget
             kept = {len(h) for heads in t["layers"].values() for h in heads}
             if kept != {budget}:
                 raise RuntimeError(f"kvpress kept {sorted(kept)} positions per head, asked for {budget}")
-            share = compare(ours_kept(dec, ids, budget, window), t["layers"], len(ids), window)
+            share = compare(ours[budget], t["layers"], len(ids), window)
             rows.append({"positions": len(ids), "budget": budget, "ratio": round(len(ids) / budget), "agreement": share})
             log.info("%d positions, budget %d: %.1f%% of kvpress's kept positions kept by ours", len(ids), budget,
                      100 * share)

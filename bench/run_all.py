@@ -85,7 +85,6 @@ TASKS = ("needle", "disfl_single", "disfl_multi", "perplexity", "store")
 @dataclass
 class Models:
     runner: Runner
-    compressors: dict[int, object]
     description: str
     trained: dict[int, bool]
 
@@ -117,7 +116,7 @@ def load_models(args: argparse.Namespace, placement) -> Models:
         desc = f"embedded default: Gemma-3-270M decoder, compressors at N = {', '.join(map(str, comps))}"
         trained = {n: bool(c.trained) for n, c in comps.items()}
     methods = args.methods or method_names(sorted(evs))
-    return Models(Runner(evs, methods), {n: ev.compressor for n, ev in evs.items()}, desc, trained)
+    return Models(Runner(evs, methods), desc, trained)
 
 
 def warm_up(runner: Runner) -> None:
@@ -299,13 +298,11 @@ def needle_tables(recs: Sequence[dict], methods: Sequence[str]) -> str:
             "compressed)", "", head.replace(" all |", ""), rule[:-4]]
     for m in methods:
         sel = [r for r in recs if r["method"] == m]
-        cells = [_f(method_summary([r for r in sel if r["length"] == L], m)["accuracy"]) for L in lengths]
-        acc.append(f"| {m} | " + " | ".join(cells) + f" | {_f(method_summary(sel, m)['accuracy'])} |")
-        tc = []
-        for L in lengths:
-            s = method_summary([r for r in sel if r["length"] == L], m)
-            tc.append(_secs(s["ttft_s"]) if s["ttft_s"] == s["ttft_cold_s"] else
-                      f"{_secs(s['ttft_s'])} / {_secs(s['ttft_cold_s'])}")
+        sums = [method_summary([r for r in sel if r["length"] == L], m) for L in lengths]
+        acc.append(f"| {m} | " + " | ".join(_f(s["accuracy"]) for s in sums) +
+                   f" | {_f(method_summary(sel, m)['accuracy'])} |")
+        tc = [_secs(s["ttft_s"]) if s["ttft_s"] == s["ttft_cold_s"] else f"{_secs(s['ttft_s'])} / {_secs(s['ttft_cold_s'])}"
+              for s in sums]
         ttft.append(f"| {m} | " + " | ".join(tc) + " |")
     L = lengths[-1]
     mem = [f"Memory at {L:,} tokens (medians): positions the decoder reads, context tokens read as text, peak RSS "
@@ -347,9 +344,7 @@ def perplexity_table(recs: Sequence[dict], methods: Sequence[str]) -> str:
     for m in methods:
         sel = [r for r in recs if r["method"] == m]
         s = method_summary(sel, m)
-        ppl = perplexity([Outcome(r["method"], r["family"], r["ratio"], result={"nll_sum": r["nll_sum"],
-                                                                                 "tokens": r["tokens"]},
-                                  error=r.get("error")) for r in sel if "nll_sum" in r])
+        ppl = perplexity(sel)
         out.append(f"| {m} | {_f(ppl, '{:.2f}')} | {_secs(s['ttft_s'])} | {_secs(s['ttft_cold_s'])} | "
                    f"{_f(s['positions'], '{:,.0f}')} | {_f(s['kv_mb'], '{:,.1f}')} |")
     return "\n".join(out)
@@ -524,14 +519,15 @@ def run(args: argparse.Namespace) -> tuple[str, dict, list[Path]]:
                             f"rag and expansion have no question to rank by and are left out. "
                             f"{timings['perplexity_s']:.0f} s.")
     if "store" in args.tasks:
-        rows = timed("store", task_store, models.compressors, essays, args.store_docs, 4000 if args.smoke else None)
+        compressors = {n: ev.compressor for n, ev in runner.evaluators.items()}
+        rows = timed("store", task_store, compressors, essays, args.store_docs, 4000 if args.smoke else None)
         records += rows
         sections.append(f"## Encoder throughput and store size\n\n{store_table(rows)}")
     if args.kvpress_env and not args.checkpoint:
         from bench.kvpress_check import check
 
         t = time.perf_counter()
-        kv_md, kv_report = check(args.kvpress_env, runner.dec, [2048, 4096], [0.0, 0.5, 1.0], sorted(models.compressors),
+        kv_md, kv_report = check(args.kvpress_env, runner.dec, [2048, 4096], [0.0, 0.5, 1.0], sorted(runner.evaluators),
                                  seed=args.seed)
         timings["kvpress_check_s"] = time.perf_counter() - t
         records.append({"task": "kvpress_check", **kv_report})

@@ -115,12 +115,17 @@ def observe(dec: TorchDecoder, inputs: DecoderInputs, window: int = 32) -> Obser
 
 @torch.no_grad()
 def compressed_cache(cache, obs: Observation, budget: int, kernel: int = 5):
-    """A copy of the observed cache whose full-attention layers keep ``budget`` positions (the input is untouched)."""
+    """A copy of the observed cache whose full-attention layers keep ``budget`` positions (the input is untouched).
+
+    The full-attention layers' tensors are not copied first (the memo hands the
+    copy the originals): the cut replaces them with new, gathered ones.
+    """
     if budget <= obs.window:
         raise ValueError(f"budget {budget} must exceed the observation window {obs.window}")
-    out = copy.deepcopy(cache)
     if obs.total <= budget:
-        return out
+        return copy.deepcopy(cache)
+    shared = [t for li in obs.scores for t in (cache.layers[li].keys, cache.layers[li].values)]
+    out = copy.deepcopy(cache, {id(t): t for t in shared})
     keep_prefix, split = budget - obs.window, obs.total - obs.window
     for li, scores in obs.scores.items():
         layer = out.layers[li]

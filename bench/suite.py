@@ -31,7 +31,6 @@ when the first token is sampled.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import gc
 import math
@@ -185,9 +184,9 @@ def score_continuation(ids: Sequence[int]) -> Finish:
     return finish
 
 
-def perplexity(outcomes: Sequence[Outcome]) -> float | None:
-    """exp of the mean NLL per token over the outcomes that ran."""
-    done = [o.result for o in outcomes if o.error is None and "nll_sum" in o.result]
+def perplexity(results: Sequence[dict]) -> float | None:
+    """exp of the mean NLL per token over scored results (``score_continuation``'s, or records holding them)."""
+    done = [r for r in results if r.get("error") is None and "nll_sum" in r]
     n = sum(r["tokens"] for r in done)
     return math.exp(sum(r["nll_sum"] for r in done) / n) if n else None
 
@@ -290,12 +289,12 @@ class Runner:
             obs = observe(dec, inputs, self.window)
             observe_s = time.perf_counter() - t
         full, n_past = dec.cache, dec.n_past
-        for m in names:
+        for m in sorted(names, key=lambda m: self.parsed[m][0] == "raw"):  # the cuts copy; raw, last, takes it whole
             f, n = self.parsed[m]
             o = out[m]
             o.peak_mb = pk.mb
             if f == "raw":
-                dec.cache = copy.deepcopy(full)  # a copy only so the SnapKV cuts start from the same cache
+                dec.cache = full
                 o.positions, o.ttft_s = obs.total, observe_s
             else:
                 budget = max(len(dec.build(latent_parts(n), add_bos=True)), self.window + 1)

@@ -68,3 +68,18 @@ def test_selection_keeps_the_most_attended_positions_in_order():
 def test_a_budget_inside_the_window_is_refused(dec):
     with pytest.raises(ValueError, match="observation window"):
         prefill_snapkv(dec, dec.build(PROMPT, add_bos=True), budget=8, window=8)
+
+
+def test_a_cut_leaves_the_observed_cache_whole_for_the_next_budget(dec):
+    from snapkv import compressed_cache, observe
+
+    inputs = dec.build(PROMPT, add_bos=True)
+    obs = observe(dec, inputs, window=8)
+    full = dec.cache
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in full.layers]
+    cut = compressed_cache(full, obs, budget=40)
+    for kind, layer, new, (k, v) in zip(dec.model.config.layer_types, full.layers, cut.layers, before):
+        assert torch.equal(layer.keys, k) and torch.equal(layer.values, v)  # the input is untouched
+        assert new.keys is not layer.keys  # and the copy owns its tensors: decoding from it cannot touch the input
+        if kind == "full_attention":
+            assert new.keys.shape[2] == 40 and layer.keys.shape[2] == len(inputs)
