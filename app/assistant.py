@@ -149,6 +149,21 @@ def _where(seg: ScopeSegment) -> str:
     return f"{name}, page {seg.segment.page}" if seg.segment.page else name
 
 
+def quoted_passages(passages: list[tuple[str, str]]) -> str:
+    """The expanded passages, (where, text) best first, as the block that goes right before the question.
+
+    Best last, next to the question: a small decoder leans on what it read most
+    recently, and copies a quote it has just read better than a passage put back
+    among latent blocks (bench/eval_qa.py measures both layouts).
+    """
+    if not passages:
+        return ""
+    text = "\n\nPassages quoted from the documents:\n"
+    for n, (where, body) in reversed(list(enumerate(passages, 1))):
+        text += f"[{n}] {where}: \"{body.strip()}\"\n"
+    return text
+
+
 @dataclass
 class _Prompt:
     """The documents block as decoder inputs, and where each segment sits in it."""
@@ -399,12 +414,7 @@ class Assistant:
         return _Prompt(block, ranges, n_raw)
 
     def _question_block(self, question: str, passages: list[ScopeSegment], numbered: bool) -> list[Part]:
-        text = ""
-        if passages:
-            text += "\n\nPassages quoted from the documents:\n"
-            # Best last, next to the question: a small decoder leans on what it read most recently.
-            for n, s in reversed(list(enumerate(passages, 1))):
-                text += f"[{n}] {_where(s)}: \"{s.segment.text.strip()}\"\n"
+        text = quoted_passages([(_where(s), s.segment.text) for s in passages])
         text += f"\nQuestion: {question}\nAnswer:"
         return [Text(text)]
 
@@ -507,4 +517,5 @@ class Assistant:
         return Citation(number, g.id, g.document_id, s.path, g.page, g.char_start, g.char_end, g.text, score)
 
 
-__all__ = ["Assistant", "AssistantConfig", "AssistantError", "Answer", "Citation", "Scope", "MODES", "NOT_FOUND"]
+__all__ = ["Assistant", "AssistantConfig", "AssistantError", "Answer", "Citation", "Scope", "MODES", "NOT_FOUND",
+           "quoted_passages"]

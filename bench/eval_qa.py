@@ -10,6 +10,9 @@ the context in one of four forms, on the same examples in the same run:
                      retrieval half of the paper's agent expansion, without
                      the model choosing: this measures what the latents add
                      around a retrieved passage, and how often BM25 finds it);
+  latents+quotes     the same top k, laid out as the app does by default: every
+                     segment stays a latent block and the top k are quoted
+                     right before the question (app.assistant.quoted_passages);
   none               the question alone: the floor (guessing, priors, "unknown").
 
 The needle measure adds two baselines at the compressor's ratio N:
@@ -90,13 +93,18 @@ from bench.report_files import write_report  # noqa: E402
 from lclm_core.backend import ContextLengthError, GenerationConfig  # noqa: E402
 from lclm_core.inputs import DecoderInputs, EmbedSpan, Latents, Part, Text, TokenIds, TokenSpan, tokenize_text  # noqa: E402
 from lclm_core.torch_backend import TorchDecoder  # noqa: E402
+from app.assistant import quoted_passages  # noqa: E402  (the app's layout of expanded passages)
 
 log = logging.getLogger("bench.eval_qa")
 
-CONDITIONS = ("raw", "latents", "latents+expansion", "none")
+CONDITIONS = ("raw", "latents", "latents+expansion", "latents+quotes", "none")
 # needle only: the baselines at the compressor's ratio. truncation keeps the haystack's last length/N tokens;
 # snapkv reads the whole haystack, then keeps as many KV positions (global layers) as the latents prompt has
 NEEDLE_CONDITIONS = (*CONDITIONS, "truncation", "snapkv", "snapkv-wide")
+# Two layouts of the same expansion (BM25's top segments as raw text): put back in place among the latent
+# blocks (the paper's), or all segments left as latents and the top ones quoted right before the question
+# (the app's default, app.assistant.quoted_passages).
+EXPANDED = ("latents+expansion", "latents+quotes")
 SNAPKV_WINDOW = 32  # the observation window: the question and the primed answer start fit in it
 
 # --- data ----------------------------------------------------------------------------
@@ -518,7 +526,7 @@ def needle_haystacks(tokenizer, essays: Sequence[str], lengths: Sequence[int], d
 
 
 def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], depths: Sequence[float],
-               trials: int, seed: int) -> list[dict]:
+               trials: int, seed: int, skip: Sequence[str] = ()) -> list[dict]:
     """One record per (length, depth, trial, condition); every condition reads the same haystack."""
     records = []
     for length, depth, trial, number, hay in needle_haystacks(ev.tokenizer, essays, lengths, depths, trials, seed):
@@ -531,21 +539,28 @@ def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], dep
             "raw": ev.context_parts(segs, None),
             "latents": ev.context_parts(segs, lat),
             "latents+expansion": ev.context_parts(segs, lat, top),
+            "latents+quotes": ev.context_parts(segs, lat),
             "none": None,
             "truncation": ev.context_parts([hay.ids[-keep:]], None),
             "snapkv": ev.context_parts(segs, None),
             "snapkv-wide": ev.context_parts(segs, None),
         }
         raw_tokens = {"raw": length, "latents": 0, "none": 0, "truncation": keep, "snapkv": length,
-                      "snapkv-wide": length, "latents+expansion": sum(len(segs[i]) for i in top)}
+                      "snapkv-wide": length, "latents+expansion": sum(len(segs[i]) for i in top),
+                      "latents+quotes": sum(len(segs[i]) for i in top)}
+        tails = {"latents+quotes": quoted_passages([(f"segment {i + 1}", ev.decode(segs[i])) for i in top])
+                 + NEEDLE_SUFFIX[1:]}
         positions = {c: len(ev.decoder.build([Text("Text:\n"), *contexts[c], Text(NEEDLE_SUFFIX)], add_bos=True))
                      for c in ("latents", "latents+expansion")}
         budgets = {"snapkv": positions["latents"], "snapkv-wide": positions["latents+expansion"]}
         for cond, ctx in contexts.items():
-            parts = [Text(NEEDLE_SUFFIX.lstrip())] if ctx is None else [Text("Text:\n"), *ctx, Text(NEEDLE_SUFFIX)]
+            if cond in skip:
+                continue
+            parts = ([Text(NEEDLE_SUFFIX.lstrip())] if ctx is None
+                     else [Text("Text:\n"), *ctx, Text(tails.get(cond, NEEDLE_SUFFIX))])
             rec = dict(measure="needle", condition=cond, length=length, depth=depth, trial=trial,
                        number=number, needle_token=hay.needle_start, raw_fraction=raw_tokens[cond] / length,
-                       retrieved=bool(needle_segs & set(top)) if cond == "latents+expansion" else None)
+                       retrieved=bool(needle_segs & set(top)) if cond in EXPANDED else None)
             try:
                 if cond in budgets:
                     rec["kv_budget"] = budgets[cond]
@@ -578,7 +593,7 @@ DISFL_DEMO = (
 DISFL_EXPANSION_TOKENS = 64
 
 
-def run_disfl(ev: Evaluator, examples: Sequence[QAExample]) -> list[dict]:
+def run_disfl(ev: Evaluator, examples: Sequence[QAExample], skip: Sequence[str] = ()) -> list[dict]:
     """One record per (example, condition); latents = the passage as one block, expansion on 64-token pieces."""
     records = []
     for k, ex in enumerate(examples):
@@ -593,23 +608,28 @@ def run_disfl(ev: Evaluator, examples: Sequence[QAExample]) -> list[dict]:
             "raw": ev.context_parts(whole, None),
             "latents": ev.context_parts(whole, lat_whole),
             "latents+expansion": ev.context_parts(small, lat_small, top),
+            "latents+quotes": ev.context_parts(whole, lat_whole),
             "none": None,
         }
         raw_tokens = {"raw": len(ids), "latents": 0, "none": 0,
-                      "latents+expansion": sum(len(small[i]) for i in top)}
+                      "latents+expansion": sum(len(small[i]) for i in top),
+                      "latents+quotes": sum(len(small[i]) for i in top)}
         suffix = f"\n\nQuestion: {ex.question}\nAnswer:"
+        tails = {"latents+quotes": quoted_passages([("passage", ev.decode(small[i])) for i in top]) + suffix[1:]}
         for cond, ctx in contexts.items():
+            if cond in skip:
+                continue
             if ctx is None:
                 parts = [Text(DISFL_DEMO + suffix.lstrip())]
             else:
-                parts = [Text(DISFL_DEMO + "Passage:\n"), *ctx, Text(suffix)]
+                parts = [Text(DISFL_DEMO + "Passage:\n"), *ctx, Text(tails.get(cond, suffix))]
             ans = ev.answer(parts, max_new_tokens=24)
             records.append(dict(
                 measure="disfl_qa", condition=cond, index=ex.index, question=ex.question, targets=ex.targets,
                 answerable=ex.answerable, answer=ans, em=best_over(exact_match, ans, ex.targets),
                 f1=best_over(token_f1, ans, ex.targets), raw_fraction=raw_tokens[cond] / max(len(ids), 1),
                 retrieved=(any(squad_normalize(t) in expanded_text for t in ex.targets)
-                           if cond == "latents+expansion" and ex.answerable else None),
+                           if cond in EXPANDED and ex.answerable else None),
             ))
             log.debug("disfl %d %-18s %r -> %r", ex.index, cond, ex.targets, ans)
         if (k + 1) % 10 == 0 or k + 1 == len(examples):
@@ -656,7 +676,7 @@ def needle_tables(records: Sequence[dict]) -> str:
             sel = [r for r in records if r["length"] == L and r["depth"] == d]
             cells = [_cell([r for r in sel if r["condition"] == c]) for c in conds]
             out.append(f"| {L} | {d:g} | " + " | ".join(cells) + " |")
-    ret = [r["retrieved"] for r in records if r["retrieved"] is not None]
+    ret = [r["retrieved"] for r in records if r["retrieved"] is not None and r["condition"] == EXPANDED[0]]
     if ret:
         out += ["", f"BM25 put the needle's segment among the expanded ones in {sum(ret)}/{len(ret)} haystacks."]
     return "\n".join(out)
@@ -674,7 +694,7 @@ def disfl_table(records: Sequence[dict]) -> str:
         ans = [r for r in sel if r["answerable"]]
         out.append(f"| {c} | {_cell(sel, 'em')} | {_cell(sel, 'f1')} | {_cell(ans, 'em')} | {_cell(ans, 'f1')} | "
                    f"{_cell(sel, 'raw_fraction')}% |")
-    ret = [r["retrieved"] for r in records if r["retrieved"] is not None]
+    ret = [r["retrieved"] for r in records if r["retrieved"] is not None and r["condition"] == EXPANDED[0]]
     if ret:
         out += ["", f"Expansion: passages cut into {DISFL_EXPANSION_TOKENS}-token segments, the BM25 top-1 put back raw; "
                     f"it held a target answer in {sum(ret)}/{len(ret)} answerable examples."]
@@ -710,7 +730,7 @@ class Setup:
     info: dict = field(default_factory=dict)
 
 
-def load_setup(ckpt: Path | None, ratio: int, placement) -> Setup:
+def load_setup(ckpt: Path | None, ratio: int, placement, parts_dir: Path | None = None) -> Setup:
     """The decoder and the compressor to evaluate: a training checkpoint, or the default parts at ratio N."""
     if ckpt is not None:
         from lclm_core.train.trainer import module_from_checkpoint
@@ -727,8 +747,8 @@ def load_setup(ckpt: Path | None, ratio: int, placement) -> Setup:
     from lclm_core.default_model import default_compressor, load_default_decoder
 
     model, tok = load_default_decoder(placement)
-    comp = default_compressor(ratio, placement, decoder=(model, tok))
-    desc = f"default parts, N = {ratio}: {comp.description or 'trained'}"
+    comp = default_compressor(ratio, placement, parts_dir=parts_dir, decoder=(model, tok))
+    desc = f"{'parts in ' + str(parts_dir) if parts_dir else 'default parts'}, N = {ratio}: {comp.description or 'trained'}"
     return Setup(model, tok, comp, desc, bool(comp.trained),
                  {"default_parts": True, "ratio": ratio, "description": comp.description})
 
@@ -743,11 +763,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--ckpt", type=Path, help="a training checkpoint (lclm_core.train.trainer)")
     src.add_argument("--ratio", type=int, default=4, help="compression ratio of the default parts (default 4)")
+    p.add_argument("--parts-dir", type=Path, help="with --ratio: parts exported elsewhere (trainer export), laid out "
+                   "as lclm_core/default_parts (ratio-N/), instead of the shipped ones")
     p.add_argument("--measures", nargs="+", choices=("needle", "disfl_qa"), default=["needle", "disfl_qa"])
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192, 16384], help="haystack tokens")
     p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--trials", type=int, default=3, help="haystacks (number, start essay) per length and depth")
     p.add_argument("--n", type=int, default=200, help="disfl_qa examples")
+    p.add_argument("--skip", nargs="+", default=[], choices=[c for c in NEEDLE_CONDITIONS if c not in ("raw", "none")],
+                   help="conditions not to run (e.g. the SnapKV baselines, which pay the full prefill twice)")
     p.add_argument("--top-k", type=int, default=2, help="needle: segments expanded to raw text")
     p.add_argument("--segment-tokens", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
@@ -776,7 +800,7 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     placement = resolve(args.device, args.dtype)
-    setup = load_setup(args.ckpt, args.ratio, placement)
+    setup = load_setup(args.ckpt, args.ratio, placement, args.parts_dir)
     if setup.trained:
         log.info("compressor: %s (trained)", setup.description)
     else:
@@ -793,7 +817,7 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
     if "needle" in args.measures:
         t = time.perf_counter()
         essays = load_essays(ensure_essays(cache))
-        recs = run_needle(ev, essays, args.lengths, args.depths, args.trials, args.seed)
+        recs = run_needle(ev, essays, args.lengths, args.depths, args.trials, args.seed, args.skip)
         timings["needle_s"] = time.perf_counter() - t
         records += recs
         tables.append(needle_tables(recs) + f"\n\nSegments of {args.segment_tokens} tokens, top-{args.top_k} expanded; "
@@ -801,7 +825,7 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
     if "disfl_qa" in args.measures:
         t = time.perf_counter()
         data = json.loads(ensure_disfl_qa(cache).read_text())["examples"]
-        recs = run_disfl(ev, select_examples(data, args.n, args.seed))
+        recs = run_disfl(ev, select_examples(data, args.n, args.seed), args.skip)
         timings["disfl_qa_s"] = time.perf_counter() - t
         records += recs
         tables.append(disfl_table(recs) + f"\n\n{timings['disfl_qa_s']:.0f} s.")

@@ -11,8 +11,10 @@ prompt for the same decoder:
   snapkv-N        raw, prefilled, then its KV cache cut by SnapKV (bench/snapkv.py)
                   to as many positions as the latents-N prompt has
   latents-N       every segment as its latent block, compressed by the LCLM at ratio N
-  latents+exp-N   latents-N with the BM25 top-k segments put back as text: the
-                  app's expansion, chosen by retrieval rather than by the model
+  latents+exp-N   latents-N with the BM25 top-k segments put back as text in
+                  place (the paper's layout), chosen by retrieval rather than by
+                  the model; the app quotes them before the question instead,
+                  and bench/eval_qa.py measures the two layouts side by side
 
 Time to first token (TTFT) runs from a built prompt to the first token's
 logits: the prefill, plus BM25 for rag and expansion, plus the cache cut for

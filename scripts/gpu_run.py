@@ -18,8 +18,8 @@ Back here: the parts land under the device tool's files folder; evaluate them wi
   python -m lclm_core.train.trainer eval --ckpt <that folder>/n4-encoder.pt --data /work/data/shards --device cpu
 
 `start` runs, for N = 4, 8 and 16 one after the other, stage adapter, then
-stage encoder (initialised from the adapter stage), then a held-out
-evaluation, in bf16 on CUDA, each ratio with an equal share of the minutes
+stage encoder (initialised from the adapter stage), then stage qa (from the
+encoder stage), then held-out evaluations of the encoder and qa stages, in bf16 on CUDA, each ratio with an equal share of the minutes
 (the learning rate decays over those minutes). `watch` keeps the call busy
 while the plan runs and then collects: each stage's checkpoint (< 16 MB:
 adapter + LoRA, no optimizer state), the evaluations and the training log.
@@ -117,6 +117,20 @@ def cmd_start(args: argparse.Namespace) -> int:
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": f"{ROOT}:{site}", "PYTHONUNBUFFERED": "1",
            "LCLM_DOCS_GGUF": str(gguf)}
     runs = WORK / "runs"
+    steps = plan_steps(args, inbox, runs)
+    script = "\n".join(" ".join(s) + " || exit 1" for s in steps)
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "plan.sh").write_text("set -x\nnvidia-smi -L || true\n" + script + "\necho ALL-DONE\n")
+    log = open(runs / "train.log", "ab")
+    proc = subprocess.Popen(["bash", str(runs / "plan.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=ROOT)  # its own session: it outlives this call
+    (runs / "plan.pid").write_text(str(proc.pid))
+    print(f"started: {len(steps)} steps, ~{args.minutes} minutes of training; poll with: python3 scripts/gpu_run.py watch")
+    return 0
+
+
+def plan_steps(args: argparse.Namespace, inbox: Path, runs: Path) -> list[list[str]]:
+    """The commands of the run, in order: per ratio, the stages, each from the one before, then evaluations."""
     share = args.minutes / len(args.ratios)
     trainer = [sys.executable, "-m", "lclm_core.train.trainer"]
     steps = []
@@ -128,20 +142,21 @@ def cmd_start(args: argparse.Namespace) -> int:
         init = ["--init-from", str(inbox / "init.pt")] if (inbox / "init.pt").exists() else []
         steps.append([*trainer, "train", "--stage", "adapter", *common, *init,
                       "--max-minutes", f"{share * args.adapter_share:.2f}"])
-        steps.append([*trainer, "train", "--stage", "encoder", *common, "--max-minutes", f"{share * (1 - args.adapter_share):.2f}",
+        enc_minutes = share * (1 - args.adapter_share - args.qa_share)
+        steps.append([*trainer, "train", "--stage", "encoder", *common, "--max-minutes", f"{enc_minutes:.2f}",
                       "--init-from", str(runs / f"n{n}" / "adapter" / "latest.pt")])
-        steps.append([*trainer, "eval", "--ckpt", str(runs / f"n{n}" / "encoder" / "latest.pt"), "--data",
-                      str(inbox / "shards"), "--examples", str(args.eval_examples), "--batch-size", "16",
-                      "--out", str(runs / f"eval-n{n}.json")])
-    script = "\n".join(" ".join(s) + " || exit 1" for s in steps)
-    runs.mkdir(parents=True, exist_ok=True)
-    (runs / "plan.sh").write_text("set -x\nnvidia-smi -L || true\n" + script + "\necho ALL-DONE\n")
-    log = open(runs / "train.log", "ab")
-    proc = subprocess.Popen(["bash", str(runs / "plan.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=ROOT)  # its own session: it outlives this call
-    (runs / "plan.pid").write_text(str(proc.pid))
-    print(f"started: {len(steps)} steps, ~{args.minutes} minutes of training; poll with: python3 scripts/gpu_run.py watch")
-    return 0
+        last = "encoder"
+        if args.qa_share:
+            # QA tuning on longer passages (questions need room), from the encoder stage, at a lower rate.
+            steps.append([*trainer, "train", "--stage", "qa", *common, "--passage-len", "256",
+                          "--lr-adapter", "3e-4", "--lr-encoder", "1e-4", "--max-minutes", f"{share * args.qa_share:.2f}",
+                          "--init-from", str(runs / f"n{n}" / "encoder" / "latest.pt")])
+            last = "qa"
+        for stage in dict.fromkeys(("encoder", last)):  # the QA stage's cost on the continuation figures, side by side
+            steps.append([*trainer, "eval", "--ckpt", str(runs / f"n{n}" / stage / "latest.pt"), "--data",
+                          str(inbox / "shards"), "--examples", str(args.eval_examples), "--batch-size", "16",
+                          "--out", str(runs / f"eval-n{n}-{stage}.json")])
+    return steps
 
 
 def _plan_state(runs: Path) -> str:
@@ -179,6 +194,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0 if state in ("running", "done") else 1
 
 
+def last_stages(runs: Path) -> list[Path]:
+    """Each ratio's checkpoint of its latest stage: 3 files, so that with the log and the
+    evaluations what comes back stays within the 8 files allowed."""
+    order = {"adapter": 0, "encoder": 1, "decoder": 2, "qa": 3}
+    last: dict[str, Path] = {}
+    for ck in sorted(runs.glob("n*/*/latest.pt")):
+        run = ck.parent.parent.name
+        if run not in last or order[ck.parent.name] > order[last[run].parent.name]:
+            last[run] = ck
+    return sorted(last.values())
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     out = Path(os.environ.get("OUT", WORK / "out"))
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +221,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         print(json.dumps(evals))
     import torch
 
-    for ck in sorted(runs.glob("n*/*/latest.pt")):  # at most 6: with the log and evals, the 8 files allowed
+    for ck in last_stages(runs):
         state = torch.load(ck, map_location="cpu", weights_only=False)
         state.pop("optimizer", None)  # what comes back must stay under 16 MB
         name = f"{ck.parent.parent.name}-{ck.parent.name}.pt"
@@ -216,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--minutes", type=float, default=18, help="training minutes, all stages together")
     st.add_argument("--ratios", type=int, nargs="+", default=[4, 8, 16])
     st.add_argument("--adapter-share", type=float, default=0.3, help="share of each ratio's minutes for the adapter stage")
+    st.add_argument("--qa-share", type=float, default=0.25, help="share of each ratio's minutes for the QA stage (0: none)")
     st.add_argument("--eval-examples", type=int, default=128)
     st.add_argument("--batch-size", type=int, default=64)
     st.add_argument("--steps", type=int, default=100000)

@@ -241,6 +241,26 @@ def test_needle_run_gives_every_condition_on_the_same_haystack(tiny_ev):
     assert all(f"| {c} |" in table for c in E.NEEDLE_CONDITIONS)
 
 
+def test_quotes_condition_lays_out_the_expansion_as_the_app_does(tiny_ev, monkeypatch):
+    """Every segment stays a latent block; BM25's top segments are quoted, best last, right before the question."""
+    from app.assistant import quoted_passages
+
+    prompts = []
+    real = tiny_ev.answer
+    monkeypatch.setattr(tiny_ev, "answer", lambda parts, max_new_tokens: prompts.append(parts) or real(parts, max_new_tokens))
+    recs = E.run_needle(tiny_ev, _essays(), [100], [0.5], trials=1, seed=0, skip=("truncation", "snapkv", "snapkv-wide"))
+    conds = [r["condition"] for r in recs]
+    assert conds == ["raw", "latents", "latents+expansion", "latents+quotes", "none"]
+    quotes, inplace = prompts[conds.index("latents+quotes")], prompts[conds.index("latents+expansion")]
+    assert all(isinstance(p, E.Latents) for p in quotes[1:-1])  # nothing put back in place
+    assert any(isinstance(p, E.TokenIds) for p in inplace[1:-1])  # the in-place layout does put raw back
+    tail = quotes[-1].text
+    assert tail.startswith("\n\nPassages quoted from the documents:\n[") and tail.endswith(E.NEEDLE_SUFFIX[1:])
+    q = recs[conds.index("latents+quotes")]
+    assert q["retrieved"] is True and q["raw_fraction"] == recs[conds.index("latents+expansion")]["raw_fraction"]
+    assert quoted_passages([]) == ""
+
+
 def test_needle_raw_is_na_beyond_the_decoder_context(tiny_ev, monkeypatch):
     monkeypatch.setattr(tiny_ev.decoder, "_n_ctx", 200)  # a 200-token raw haystack + question no longer fits
     recs = E.run_needle(tiny_ev, _essays(), [200], [0.5], trials=1, seed=0)

@@ -183,3 +183,151 @@ def test_learning_rate_decays_over_the_time_budget_when_steps_are_open_ended():
     assert lr_at(50, cfg, elapsed_minutes=5.0) == pytest.approx(0.1)
     no_budget = TrainConfig(data="d", out="o", steps=100_000, warmup=10)
     assert lr_at(50, no_budget, elapsed_minutes=60.0) == pytest.approx(1.0, abs=1e-3)  # steps rule alone
+
+
+# --- the QA stage ----------------------------------------------------------------------
+def qa_sampler(workdir, passage_len=48, **kw):
+    from lclm_core.train.qa import QASampler
+
+    return QASampler(TokenShards(workdir / "shards"), tiny.tokenizer("qwen"), passage_len, **kw)
+
+
+@pytest.mark.parametrize("kind", ["follows", "blank", "fact"])
+def test_qa_examples_are_answered_by_their_passage(workdir, kind):
+    tok = tiny.tokenizer("qwen")
+    qa = qa_sampler(workdir, kinds=(kind,), unknown_share=0.0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        ex = qa.sample(rng)
+        passage = tok.decode(ex.passage.tolist())
+        cont = tok.decode(ex.continuation.tolist())
+        answer = tok.decode(ex.continuation[ex.answer_mask].tolist())
+        assert len(ex.passage) == 48 and ex.kind == kind
+        assert cont.startswith("\n\nQuestion: ") and cont.endswith(f"\nAnswer: {ex.answer}\n")
+        assert answer == f" {ex.answer}\n"  # the loss is on the answer and the newline that ends it
+        assert tok.decode(ex.continuation[ex.score_mask].tolist()) == f" {ex.answer}"  # evaluation checks the answer
+        question = cont.split("Question: ")[1].split("\nAnswer:")[0]
+        flat = " ".join(passage.split())
+        if kind == "follows":
+            cue = question.split('"')[1]
+            assert f"{cue} {ex.answer}" in flat
+        elif kind == "blank":
+            sentence = question.split('"')[1]
+            assert sentence.count("___") == 1 and sentence.replace("___", ex.answer) in flat
+        else:
+            assert ex.answer in passage and ex.answer != "unknown"
+
+
+def test_a_fact_left_out_is_answered_unknown(workdir):
+    qa = qa_sampler(workdir, kinds=("fact",), unknown_share=1.0)
+    ex = qa.sample(np.random.default_rng(1))
+    assert ex.answer == "unknown" and "access code" not in tiny.tokenizer("qwen").decode(ex.passage.tolist())
+
+
+def test_qa_loss_reads_only_real_answer_tokens_so_padding_changes_nothing(workdir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lclm_core.train.qa import collate
+
+    cfg = config(workdir, tmp_path, stage="qa", passage_len=48, window=64, restricted_vocab=0)
+    module = build_module(cfg, AutoModelForCausalLM.from_pretrained(workdir / "decoder"),
+                          AutoTokenizer.from_pretrained(workdir / "decoder"))
+    rng = np.random.default_rng(2)
+    qa = qa_sampler(workdir)
+    exs = [qa.sample(rng) for _ in range(2)]
+
+    def loss_of(batch, extra_pad):
+        x, y, ans, valid = collate(batch, pad_id=0)
+        pad = np.zeros((len(batch), extra_pad), dtype=np.int64)
+        y = np.concatenate([y, pad], 1)
+        ans, valid = (np.concatenate([m, pad.astype(bool)], 1) for m in (ans, valid))
+        return module(*(torch.tensor(a) for a in (x, y)), 0, 0, torch.tensor(ans), torch.tensor(valid))
+
+    (l0, p0), (l5, p5) = loss_of(exs, 0), loss_of(exs, 5)
+    torch.testing.assert_close(l0, l5)
+    assert "reconstruction" not in p0 and p0["continuation"] > 0 and p0["distill_hidden"] > 0
+    # With no mask, the loss would read every position of the continuation: different.
+    x, y, ans, valid = (torch.tensor(a) for a in collate(exs, pad_id=0))
+    assert not torch.allclose(module(x, y, 0, 0)[0], l0)
+
+
+def test_qa_stage_mixes_qa_and_plain_batches_from_the_encoder_stage(workdir, tmp_path):
+    out = tmp_path / "run"
+    enc = train(config(workdir, out, stage="encoder", steps=1, passage_len=48, window=64))
+    latest = train(config(workdir, out, stage="qa", steps=6, passage_len=48, window=64, init_from=str(enc)))
+    ck = torch.load(latest, weights_only=False)
+    logged = [h for h in ck["history"] if "loss" in h]
+    kinds = {"qa" if "qa_continuation" in h else "plain" for h in logged}
+    assert kinds == {"qa", "plain"} and all(np.isfinite(h["loss"]) for h in logged)
+    assert any(k.endswith("lora_B") for k in ck["trainable"])
+    assert not any(k.startswith("decoder.") for k in ck["trainable"])  # the decoder stays frozen
+
+
+def test_qa_exact_answer_means_greedy_decoding_writes_it(workdir, tmp_path):
+    """evaluate_qa scores by teacher forcing; an answer counts only if greedy generation gives it token for token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lclm_core.train.evaluate import evaluate_qa
+    from lclm_core.train.qa import QAExample
+
+    cfg = config(workdir, tmp_path, stage="qa", passage_len=48, window=64)
+    module = build_module(cfg, AutoModelForCausalLM.from_pretrained(workdir / "decoder"),
+                          AutoTokenizer.from_pretrained(workdir / "decoder"))
+    qa = qa_sampler(workdir)
+    rng = np.random.default_rng(3)
+    examples = []
+    for _ in range(2):
+        ex = qa.sample(rng)
+        q = ex.continuation[~ex.answer_mask]
+        ids = torch.tensor([[module.bos, *ex.passage.tolist(), *q.tolist()]])
+        out = module.decoder.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
+                                      eos_token_id=None, pad_token_id=0)
+        written = out[0, ids.shape[1]:].numpy()  # what greedy decoding writes after the raw passage
+        examples.append(QAExample(ex.passage, np.concatenate([q, written]),
+                                  np.r_[np.zeros(len(q), bool), np.ones(3, bool)], ex.kind, "?"))
+    r = evaluate_qa(module, examples, batch_size=2)
+    assert r["qa_exact_raw"] == 1.0 and r["qa_examples"] == 2
+    wrong = [QAExample(e.passage, np.r_[e.continuation[:-1], (e.continuation[-1] + 1) % 50], e.answer_mask, e.kind, "?")
+             for e in examples]
+    assert evaluate_qa(module, wrong, batch_size=2)["qa_exact_raw"] == 0.0
+    assert set(r) >= {"qa_exact_own", "qa_exact_shuffled", "qa_exact_none", f"qa_exact_raw_{examples[0].kind}"}
+
+
+def test_eval_command_can_measure_qa_alone_and_compare_at_another_passage_length(workdir, tmp_path):
+    from lclm_core.train.trainer import main
+
+    latest = train(config(workdir, tmp_path, steps=1, window=64))
+    out = tmp_path / "fig.json"
+    main(["eval", "--ckpt", str(latest), "--data", str(workdir / "shards"), "--examples", "0", "--qa-examples", "4",
+          "--qa-passage-len", "48", "--batch-size", "2", "--out", str(out)])
+    fig = json.loads(out.read_text())
+    assert "loss_own" not in fig and fig["qa_examples"] == 4 and 0 <= fig["qa_exact_own"] <= 1
+    main(["eval", "--ckpt", str(latest), "--data", str(workdir / "shards"), "--examples", "4", "--qa-examples", "0",
+          "--passage-len", "24", "--no-greedy", "--batch-size", "2", "--out", str(out)])
+    fig = json.loads(out.read_text())
+    assert "qa_examples" not in fig and fig["examples"] == 4 and np.isfinite(fig["content_gap"])
+
+
+def test_a_stage_can_start_from_shipped_parts_as_from_its_checkpoint(workdir, tmp_path):
+    from safetensors.torch import save_file
+
+    from lclm_core.checkpoint import save_adapter
+    from lclm_core.train.trainer import read_init
+
+    enc = train(config(workdir, tmp_path / "run", stage="encoder", steps=1))
+    module, cfg, ck = module_from_checkpoint(enc)
+    parts = tmp_path / "parts"  # the shipped layout, as export_parts writes it for the default decoder
+    parts.mkdir()
+    module.compressor.config.save(parts / "model_config.json")
+    save_adapter(module.compressor.adapter, parts / "adapter" / "adapter.safetensors")
+    (parts / "encoder").mkdir()
+    save_file(lora_state_dict(module.compressor.encoder.backbone), str(parts / "encoder" / "lora.safetensors"))
+    (parts / "base.json").write_text(json.dumps({"tokens_seen": ck["tokens_seen"]}))
+    state, tokens = read_init(parts, 4)
+    assert tokens == ck["tokens_seen"] and set(state) == set(ck["trainable"])
+    for k, v in ck["trainable"].items():
+        torch.testing.assert_close(state[k], v.float())
+    with pytest.raises(ValueError, match="N = 4, not the N = 8"):
+        read_init(parts, 8)
+    qa = train(config(workdir, tmp_path / "run", stage="qa", steps=1, init_from=str(parts)))
+    assert torch.load(qa, weights_only=False)["tokens_seen"] > ck["tokens_seen"]

@@ -10,6 +10,13 @@ continuation: loss on the Y tokens that follow a passage x, given x as
 reconstruction: after ``[start] z(x) [end] <prompt>``, teacher-forced token
   accuracy on x and greedy exact-token accuracy (position by position) of a
   generated copy; the floor is the same with an empty memory block.
+qa (evaluate_qa): questions cut from held-out passages (qa.py: what follows a
+  cue, a blanked word, a made-up fact), answered with the passage as raw text,
+  its own latents, another passage's latents, or nothing. An answer counts as
+  exact when every answer token is the argmax under teacher forcing, which is
+  exactly when greedy decoding starts its answer with it (whatever follows).
+  The prompt is the training format, with no demonstration: the frozen base
+  decoder reading raw text has never seen it, the latents' encoder has.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Example
+from .qa import QAExample, collate
 from .objectives import RECONSTRUCTION_PROMPTS, LCLMTrainModule
 
 log = logging.getLogger(__name__)
@@ -134,10 +142,47 @@ def _greedy_acc(module: LCLMTrainModule, prefix: torch.Tensor, x: torch.Tensor) 
     return (gen == x).float().mean(1).sum().item()
 
 
+@torch.no_grad()
+def evaluate_qa(module: LCLMTrainModule, examples: list[QAExample], batch_size: int = 8, seed: int = 0,
+                pad_id: int = 0) -> dict:
+    """Exact-answer rate (greedy) per condition, overall and per kind of question, on the same examples."""
+    module.eval()
+    dev = next(module.compressor.adapter.parameters()).device
+    rng = np.random.default_rng(seed)
+    hits: dict[str, list[float]] = {c: [] for c in ("raw", "own", "shuffled", "none")}
+    kinds: list[str] = []
+    e = module.embed
+    for s in range(0, len(examples), batch_size):
+        chunk = examples[s : s + batch_size]
+        if len(chunk) < 2:
+            break
+        x, y, ans, _ = (torch.as_tensor(a, device=dev) for a in collate(chunk, pad_id, score=True))
+        b = x.shape[0]
+        z = module.latents(x).to(e(x[:1, :1]).dtype)
+        zs = z[torch.as_tensor(derangement(b, rng), device=dev)]
+        bos, start, end = (e(torch.full((b, 1), t, device=dev)) for t in (module.bos, module.start, module.end))
+        prefixes = {"raw": torch.cat([bos, e(x)], 1), "own": torch.cat([bos, start, z, end], 1),
+                    "shuffled": torch.cat([bos, start, zs, end], 1), "none": bos}
+        for cond, pre in prefixes.items():
+            _, am = _ce(module, torch.cat([pre, e(y)], 1), pre.shape[1], y)
+            right = (am == y) | ~ans  # only answer tokens must be right
+            hits[cond] += right.all(1).float().tolist()
+        kinds += [c.kind for c in chunk]
+    module.train()
+    if not kinds:
+        raise ValueError("QA evaluation needs at least 2 examples")
+    out: dict = {"qa_examples": len(kinds)}
+    for cond, h in hits.items():
+        out[f"qa_exact_{cond}"] = float(np.mean(h))
+        for k in sorted(set(kinds)):
+            out[f"qa_exact_{cond}_{k}"] = float(np.mean([v for v, kk in zip(h, kinds) if kk == k]))
+    return out
+
+
 def heldout_examples(shards, n: int, passage_len: int, cont_len: int, seed: int = 1234) -> list[Example]:
     """A fixed set of held-out examples (same seed, same examples on every run)."""
     rng = np.random.default_rng(seed)
     return [shards.sample(rng, passage_len, cont_len) for _ in range(n)]
 
 
-__all__ = ["EvalResult", "evaluate", "heldout_examples", "derangement", "RECONSTRUCTION_PROMPTS"]
+__all__ = ["EvalResult", "evaluate", "evaluate_qa", "heldout_examples", "derangement", "RECONSTRUCTION_PROMPTS"]

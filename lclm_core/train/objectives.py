@@ -124,8 +124,15 @@ class LCLMTrainModule(nn.Module):
         return self.decoder.model(inputs_embeds=embeds, use_cache=False, output_hidden_states=output_hidden_states)
 
     # --- the step ---------------------------------------------------------------
-    def forward(self, passages: torch.Tensor, continuations: torch.Tensor, n_reconstruct: int = 1, prompt_index: int = 0):
-        """Weighted total loss and its parts (floats) for one batch."""
+    def forward(self, passages: torch.Tensor, continuations: torch.Tensor, n_reconstruct: int = 1, prompt_index: int = 0,
+                answer_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None):
+        """Weighted total loss and its parts (floats) for one batch.
+
+        ``answer_mask`` (B, Y) limits the continuation and KL losses to those
+        positions of y (a QA example's answer); ``valid`` (B, Y) limits the
+        hidden-state distillation to real tokens (the rest is right padding).
+        Without them every position of y counts.
+        """
         w = self.w
         b, t_len = passages.shape
         y_len = continuations.shape[1]
@@ -153,7 +160,11 @@ class LCLMTrainModule(nn.Module):
         total = torch.zeros((), device=dev)
         if w.continuation or w.distill_kl:
             t_last = teacher_h[-1][:, t_len : t_len + y_len] if (w.distill_kl and teacher_h is not None) else None
-            s_logits, t_logits, tgt = self._logits(last[:, pred], continuations, t_last)
+            s_last, targets = last[:, pred], continuations
+            if answer_mask is not None:
+                s_last, targets = s_last[answer_mask], targets[answer_mask]
+                t_last = t_last[answer_mask] if t_last is not None else None
+            s_logits, t_logits, tgt = self._logits(s_last, targets, t_last)
             if w.continuation:
                 parts["continuation"] = F.cross_entropy(s_logits.reshape(-1, s_logits.shape[-1]), tgt.reshape(-1))
                 total = total + w.continuation * parts["continuation"]
@@ -164,9 +175,12 @@ class LCLMTrainModule(nn.Module):
                 total = total + w.distill_kl * parts["distill_kl"]
         if w.distill_hidden and teacher_h is not None:
             # Same input token at both positions (y_i), so every layer is comparable.
+            def at_y(h: torch.Tensor, first: int) -> torch.Tensor:
+                h = h[:, first : first + y_len]
+                return h[valid] if valid is not None else h
+
             loss = sum(
-                rel_mse(s_out.hidden_states[l][:, y0 : y0 + y_len], teacher_h[l][:, 1 + t_len : 1 + t_len + y_len])
-                for l in self.distill_layers
+                rel_mse(at_y(s_out.hidden_states[l], y0), at_y(teacher_h[l], 1 + t_len)) for l in self.distill_layers
             ) / len(self.distill_layers)
             parts["distill_hidden"] = loss
             total = total + w.distill_hidden * loss

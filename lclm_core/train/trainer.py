@@ -5,7 +5,12 @@ previous stage's with ``--init-from``):
   adapter  - adapter only (lr 1e-3 in the paper);
   encoder  - + LoRA on the encoder's layers (the encoder is a trainable copy of
              the decoder's first layers; LoRA keeps the shipped parts small);
-  decoder  - + LoRA on the decoder (the teacher stays the untouched decoder).
+  decoder  - + LoRA on the decoder (the teacher stays the untouched decoder);
+  qa       - QA tuning, training what the encoder stage trains: a share of
+             the steps (``--qa-fraction``) are question-answer batches made
+             from the shards (qa.py; loss on the answers, the teacher's hidden
+             states over question and answer), the rest the usual objectives,
+             so that what the earlier stages learnt is kept.
 The objectives and their weights: see objectives.py.
 
 One process on a CPU here; the same command under ``accelerate launch`` runs
@@ -42,12 +47,13 @@ from ..inputs import InputBuilder, tokenize_text
 from ..lora import apply_lora, lora_state_dict
 from ..model import LCLMCompressor
 from .data import TokenShards
-from .evaluate import evaluate, heldout_examples
+from .evaluate import evaluate, evaluate_qa, heldout_examples
 from .objectives import RECONSTRUCTION_PROMPTS, LCLMTrainModule, LossWeights
+from .qa import QASampler, collate
 
 log = logging.getLogger(__name__)
 
-STAGES = ("adapter", "encoder", "decoder")
+STAGES = ("adapter", "encoder", "decoder", "qa")
 
 
 @dataclass
@@ -84,10 +90,14 @@ class TrainConfig:
     log_every: int = 10
     init_from: str | None = None
     max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
+    qa_fraction: float = 0.5  # stage qa: share of steps that are QA batches
+    qa_unknown_share: float = 0.15  # stage qa: share of fact questions whose fact was left out
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}")
+        if self.passage_len > self.window:
+            raise ValueError(f"passage_len {self.passage_len} exceeds the encoder window {self.window}: one passage is one window")
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
         self.distill_layers = tuple(self.distill_layers)
@@ -139,7 +149,7 @@ def build_module(cfg: TrainConfig, model, tok) -> LCLMTrainModule:
     for name, p in module.named_parameters():
         if "lora_" in name:
             in_encoder = name.startswith("compressor.")
-            p.requires_grad_(in_encoder and cfg.stage in ("encoder", "decoder") or (not in_encoder and cfg.stage == "decoder"))
+            p.requires_grad_(in_encoder and cfg.stage != "adapter" or (not in_encoder and cfg.stage == "decoder"))
     return module
 
 
@@ -188,6 +198,28 @@ def load_trainable(module, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"checkpoint has parameters this model lacks: {unexpected[:5]}")
 
 
+def read_init(path: Path, ratio: int) -> tuple[dict[str, torch.Tensor], int]:
+    """(trained tensors, tokens seen) from a training checkpoint, or from shipped parts (a directory).
+
+    Shipped parts make a later stage reproducible from the repository alone:
+    ``--init-from lclm_core/default_parts/ratio-4``.
+    """
+    if not path.is_dir():
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        return ck["trainable"], ck.get("tokens_seen", 0)
+    from safetensors.torch import load_file
+
+    meta = json.loads((path / "base.json").read_text())
+    n = LCLMConfig.load(path / "model_config.json").compression_ratio
+    if n != ratio:
+        raise ValueError(f"{path} holds parts for N = {n}, not the N = {ratio} being trained")
+    state = {f"compressor.adapter.{k}": v for k, v in load_file(str(path / "adapter" / "adapter.safetensors")).items()}
+    lora = path / "encoder" / "lora.safetensors"
+    if lora.exists():
+        state.update({f"compressor.encoder.backbone.{k}": v for k, v in load_file(str(lora)).items()})
+    return state, int(meta.get("tokens_seen", 0))
+
+
 # --- the loop -----------------------------------------------------------------------
 def train(cfg: TrainConfig) -> Path:
     from accelerate import Accelerator
@@ -208,12 +240,13 @@ def train(cfg: TrainConfig) -> Path:
         step, tokens, history = ck["step"], ck["tokens_seen"], ck.get("history", [])
         log.info("resumed %s at step %d (%d tokens seen)", latest, step, tokens)
     elif cfg.init_from:
-        ck = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
-        load_trainable(module, ck["trainable"])
-        tokens = ck.get("tokens_seen", 0)
+        trainable, tokens = read_init(Path(cfg.init_from), cfg.ratio)
+        load_trainable(module, trainable)
         log.info("initialised from %s (%d tokens seen before)", cfg.init_from, tokens)
     ddp_module, optimizer = acc.prepare(module, optimizer)
     shards = TokenShards(Path(cfg.data), "train")
+    qa = QASampler(shards, tok, cfg.passage_len, cfg.qa_unknown_share) if cfg.stage == "qa" else None
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     heldout = None
     if cfg.eval_every and acc.is_main_process:
         heldout = heldout_examples(TokenShards(Path(cfg.data), "heldout"), cfg.eval_examples, cfg.passage_len, cfg.cont_len)
@@ -225,18 +258,26 @@ def train(cfg: TrainConfig) -> Path:
              sum(p.numel() for p in module.parameters() if p.requires_grad), acc.num_processes, placement)
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # deterministic on resume
-        ex = [shards.sample(rng, cfg.passage_len, cfg.cont_len) for _ in range(cfg.batch_size)]
-        x = torch.tensor(np.stack([e.passage for e in ex]), device=acc.device)
-        y = torch.tensor(np.stack([e.continuation for e in ex]), device=acc.device)
         for g, lr in zip(optimizer.param_groups, base_lrs):
             g["lr"] = lr * lr_at(step, cfg, (time.time() - t0) / 60)
-        loss, parts = ddp_module(x, y, n_rec, step)
+        # Every process takes the same kind of step (the choice ignores the rank).
+        if qa is not None and np.random.default_rng([cfg.seed, step]).random() < cfg.qa_fraction:
+            x, y, ans, valid = (torch.tensor(a, device=acc.device)
+                                for a in collate([qa.sample(rng) for _ in range(cfg.batch_size)], pad_id))
+            loss, parts = ddp_module(x, y, 0, step, ans, valid)
+            parts = {f"qa_{k}": v for k, v in parts.items()}
+            n_tok = (x.numel() + int(valid.sum())) * acc.num_processes
+        else:
+            ex = [shards.sample(rng, cfg.passage_len, cfg.cont_len) for _ in range(cfg.batch_size)]
+            x = torch.tensor(np.stack([e.passage for e in ex]), device=acc.device)
+            y = torch.tensor(np.stack([e.continuation for e in ex]), device=acc.device)
+            loss, parts = ddp_module(x, y, n_rec, step)
+            n_tok = (cfg.passage_len + cfg.cont_len) * cfg.batch_size * acc.num_processes
         acc.backward(loss)
         acc.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        n_tok = (cfg.passage_len + cfg.cont_len) * cfg.batch_size * acc.num_processes
         tokens += n_tok
         tok_log += n_tok
         mean_loss = acc.reduce(loss.detach().reshape(1).clone(), "mean").item()
@@ -282,6 +323,15 @@ def module_from_checkpoint(ckpt: Path | dict, placement: Placement | None = None
     module = build_module(cfg, model, tok)
     load_trainable(module, ck["trainable"])
     return module, cfg, ck
+
+
+def heldout_qa(module: LCLMTrainModule, data: Path, n: int, passage_len: int, batch_size: int = 8, seed: int = 4321) -> dict:
+    """The QA measure on n fixed questions cut from the held-out split."""
+    tok = module.compressor.tokenizer
+    sampler = QASampler(TokenShards(Path(data), "heldout"), tok, passage_len)
+    rng = np.random.default_rng(seed)
+    examples = [sampler.sample(rng) for _ in range(n)]
+    return evaluate_qa(module, examples, batch_size, pad_id=tok.pad_token_id or 0)
 
 
 def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description: str = "") -> Path:
@@ -347,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--device", help="override the checkpoint's device (e.g. cpu for one trained on a GPU)")
     e.add_argument("--dtype")
     e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--passage-len", type=int, help="override the checkpoint's passage length (compare stages trained on different ones)")
+    e.add_argument("--qa-examples", type=int, default=128, help="held-out QA questions (0: skip the QA measure)")
+    e.add_argument("--qa-passage-len", type=int, default=256, help="passage tokens of the QA questions")
     e.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     x = sub.add_parser("export")
     x.add_argument("--ckpt", type=Path, required=True)
@@ -358,11 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         train(_parse_config(args))
     elif args.cmd == "eval":
-        overrides = {k: v for k in ("device", "dtype") if (v := getattr(args, k))}
+        overrides = {k: v for k in ("device", "dtype", "passage_len") if (v := getattr(args, k))}
         module, cfg, ck = module_from_checkpoint(args.ckpt, **overrides)
-        ex = heldout_examples(TokenShards(args.data, "heldout"), args.examples, cfg.passage_len, cfg.cont_len)
-        figures = {"ratio": cfg.ratio, "stage": cfg.stage, "steps": ck["step"], "tokens_seen": ck["tokens_seen"],
-                   "examples": len(ex), **evaluate(module, ex, args.batch_size, greedy=not args.no_greedy).as_dict()}
+        figures = {"ratio": cfg.ratio, "stage": cfg.stage, "steps": ck["step"], "tokens_seen": ck["tokens_seen"]}
+        if args.examples:  # 0: the QA measure alone
+            ex = heldout_examples(TokenShards(args.data, "heldout"), args.examples, cfg.passage_len, cfg.cont_len)
+            figures.update(examples=len(ex), **evaluate(module, ex, args.batch_size, greedy=not args.no_greedy).as_dict())
+        if args.qa_examples:
+            figures.update(heldout_qa(module, args.data, args.qa_examples, min(args.qa_passage_len, cfg.window),
+                                      args.batch_size))
         print(json.dumps(figures, indent=2))
         if args.out:
             args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,0 +1,61 @@
+"""The lent-GPU script's plan: stages chained by --init-from, minutes shared out, the right checkpoints brought back."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gpu_run():
+    spec = importlib.util.spec_from_file_location("gpu_run", ROOT / "scripts" / "gpu_run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def start_args(gpu_run, *argv):
+    """The `start` subcommand's arguments as its own parser reads them."""
+    seen = {}
+    orig = gpu_run.cmd_start
+    gpu_run.cmd_start = lambda a: seen.setdefault("args", a) and 0
+    try:
+        gpu_run.main(["start", *argv])
+    finally:
+        gpu_run.cmd_start = orig
+    return seen["args"]
+
+
+def flag(cmd, name):
+    return cmd[cmd.index(name) + 1]
+
+
+def test_each_ratio_runs_adapter_encoder_then_qa_each_from_the_last(gpu_run, tmp_path):
+    args = start_args(gpu_run, "--minutes", "18", "--ratios", "4", "8")
+    steps = gpu_run.plan_steps(args, tmp_path / "in", tmp_path / "runs")
+    trains = [s for s in steps if "train" in s]
+    assert [(flag(s, "--ratio"), flag(s, "--stage")) for s in trains] == [
+        ("4", "adapter"), ("4", "encoder"), ("4", "qa"), ("8", "adapter"), ("8", "encoder"), ("8", "qa")]
+    for prev, nxt in zip(trains, trains[1:]):
+        if flag(prev, "--ratio") == flag(nxt, "--ratio"):
+            assert flag(nxt, "--init-from") == str(Path(flag(prev, "--out")) / flag(prev, "--stage") / "latest.pt")
+    assert sum(float(flag(s, "--max-minutes")) for s in trains) == pytest.approx(18, abs=0.05)
+    evals = [Path(flag(s, "--ckpt")).parent.name for s in steps if "eval" in s]
+    assert evals == ["encoder", "qa", "encoder", "qa"]  # the QA stage's cost is measured beside its start
+
+
+def test_without_a_qa_share_the_plan_ends_at_the_encoder_stage(gpu_run, tmp_path):
+    args = start_args(gpu_run, "--ratios", "4", "--qa-share", "0")
+    steps = gpu_run.plan_steps(args, tmp_path / "in", tmp_path / "runs")
+    assert [flag(s, "--stage") for s in steps if "train" in s] == ["adapter", "encoder"]
+    assert len([s for s in steps if "eval" in s]) == 1
+
+
+def test_only_each_ratios_latest_stage_comes_back(gpu_run, tmp_path):
+    for run, stage in [("n4", "adapter"), ("n4", "encoder"), ("n4", "qa"), ("n8", "adapter"), ("n8", "encoder")]:
+        (tmp_path / run / stage).mkdir(parents=True)
+        (tmp_path / run / stage / "latest.pt").write_bytes(b"")
+    assert [f"{p.parent.parent.name}/{p.parent.name}" for p in gpu_run.last_stages(tmp_path)] == ["n4/qa", "n8/encoder"]
