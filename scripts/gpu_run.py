@@ -194,16 +194,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0 if state in ("running", "done") else 1
 
 
-def last_stages(runs: Path) -> list[Path]:
-    """Each ratio's checkpoint of its latest stage: 3 files, so that with the log and the
-    evaluations what comes back stays within the 8 files allowed."""
+def last_stages(runs: Path, keep: int = 2) -> list[Path]:
+    """Each ratio's checkpoints of its two latest stages (encoder and qa in the plan): the QA
+    stage trades continuation for answers (MODEL_CARD.md), so either may be the one to ship.
+    Three ratios give 6 files; with the log and the evaluations, the 8 files allowed."""
     order = {"adapter": 0, "encoder": 1, "decoder": 2, "qa": 3}
-    last: dict[str, Path] = {}
+    by_run: dict[str, list[Path]] = {}
     for ck in sorted(runs.glob("n*/*/latest.pt")):
-        run = ck.parent.parent.name
-        if run not in last or order[ck.parent.name] > order[last[run].parent.name]:
-            last[run] = ck
-    return sorted(last.values())
+        by_run.setdefault(ck.parent.parent.name, []).append(ck)
+    return sorted(ck for cks in by_run.values() for ck in sorted(cks, key=lambda c: order[c.parent.name])[-keep:])
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

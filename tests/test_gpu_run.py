@@ -54,8 +54,10 @@ def test_without_a_qa_share_the_plan_ends_at_the_encoder_stage(gpu_run, tmp_path
     assert len([s for s in steps if "eval" in s]) == 1
 
 
-def test_only_each_ratios_latest_stage_comes_back(gpu_run, tmp_path):
-    for run, stage in [("n4", "adapter"), ("n4", "encoder"), ("n4", "qa"), ("n8", "adapter"), ("n8", "encoder")]:
+def test_each_ratios_two_latest_stages_come_back(gpu_run, tmp_path):
+    for run, stage in [("n4", "adapter"), ("n4", "encoder"), ("n4", "qa"), ("n8", "adapter"), ("n8", "encoder"),
+                       ("n16", "adapter")]:
         (tmp_path / run / stage).mkdir(parents=True)
         (tmp_path / run / stage / "latest.pt").write_bytes(b"")
-    assert [f"{p.parent.parent.name}/{p.parent.name}" for p in gpu_run.last_stages(tmp_path)] == ["n4/qa", "n8/encoder"]
+    got = sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in gpu_run.last_stages(tmp_path))
+    assert got == ["n16/adapter", "n4/encoder", "n4/qa", "n8/adapter", "n8/encoder"]
