@@ -43,6 +43,7 @@ def test_each_ratio_runs_adapter_encoder_then_qa_each_from_the_last(gpu_run, tmp
         if flag(prev, "--ratio") == flag(nxt, "--ratio"):
             assert flag(nxt, "--init-from") == str(Path(flag(prev, "--out")) / flag(prev, "--stage") / "latest.pt")
     assert sum(float(flag(s, "--max-minutes")) for s in trains) == pytest.approx(18, abs=0.05)
+    assert all(flag(s, "--w-interleaved") == "0.5" for s in trains if flag(s, "--stage") == "qa")
     evals = [Path(flag(s, "--ckpt")).parent.name for s in steps if "eval" in s]
     assert evals == ["encoder", "qa", "encoder", "qa"]  # the QA stage's cost is measured beside its start
 

@@ -331,3 +331,34 @@ def test_a_stage_can_start_from_shipped_parts_as_from_its_checkpoint(workdir, tm
         read_init(parts, 8)
     qa = train(config(workdir, tmp_path / "run", stage="qa", steps=1, init_from=str(parts)))
     assert torch.load(qa, weights_only=False)["tokens_seen"] > ck["tokens_seen"]
+
+
+def test_interleaved_objective_reads_raw_chunks_between_latent_blocks(workdir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lclm_core.train.objectives import LossWeights
+
+    cfg = config(workdir, tmp_path, stage="encoder", passage_len=24, interleave_chunk=8, restricted_vocab=0,
+                 weights=LossWeights(interleaved=1.0))
+    module = build_module(cfg, AutoModelForCausalLM.from_pretrained(workdir / "decoder"),
+                          AutoTokenizer.from_pretrained(workdir / "decoder"))
+    # 32 tokens in chunks of 8 at N = 4: [bos] [s] z0 z0 [e] c1 [s] z2 z2 [e] c3; teacher: [bos] c0 c1 c2 c3
+    assert module.interleave_layout(32, 2) == (4, [(5, 9), (17, 25)])
+    assert module.interleave_layout(40, 2)[0] == 4  # a fifth chunk would be compressed with nothing after it
+    shards = TokenShards(workdir / "shards")
+    ex = [shards.sample(np.random.default_rng(i), 24, 8) for i in range(2)]
+    x = torch.tensor(np.stack([e.passage for e in ex]))
+    y = torch.tensor(np.stack([e.continuation for e in ex]))
+    seen = []
+    real = module._logits
+    module._logits = lambda h, t, th=None: seen.append(t) or real(h, t, th)
+    loss, parts = module(x, y, 0, 0)
+    window = torch.cat([x, y], 1)
+    assert torch.equal(seen[-1], torch.cat([window[:, 8:16], window[:, 24:32]], 1))  # the raw chunks are the targets
+    assert np.isfinite(parts["interleaved_ce"]) and parts["interleaved_distill"] > 0
+    loss.backward()
+    assert module.compressor.adapter.fc1.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in module.named_parameters() if "lora_B" in n)
+    with pytest.raises(ValueError, match="multiple of the ratio"):
+        build_module(config(workdir, tmp_path, interleave_chunk=6), AutoModelForCausalLM.from_pretrained(workdir / "decoder"),
+                     AutoTokenizer.from_pretrained(workdir / "decoder"))

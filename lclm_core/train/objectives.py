@@ -12,6 +12,12 @@ each a passage x of T tokens and the continuation y of Y tokens that follows it)
   latents) must match the teacher's in a set of layers. This gives
   Y x layers x hidden targets per example instead of Y numbers;
 - distill_kl: KL(teacher || student) of the next-token distributions on y;
+- interleaved: the window x y cut into chunks, every other one compressed:
+  ``[bos] [start] z(c0) [end] c1 [start] z(c2) [end] c3 ...``; next-token
+  cross-entropy on the raw chunks, and their hidden states matched to the
+  teacher's reading all of it raw. A raw passage *between* latent blocks is
+  what the app's in-place expansion builds, and where a needle's copy broke
+  with latents around it (MODEL_CARD.md);
 - latent_align (dense): at latent j, the student's hidden state in each chosen
   layer should match the mean of the teacher's states over the N tokens that
   latent stands for (layer 0: the mean of their input embeddings) — a direct
@@ -52,6 +58,7 @@ class LossWeights:
     distill_hidden: float = 1.0
     distill_kl: float = 0.5
     latent_align: float = 0.2
+    interleaved: float = 0.0
 
 
 def rel_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -79,6 +86,7 @@ class LCLMTrainModule(nn.Module):
         distill_layers: tuple[int, ...],
         restricted_vocab: int = 0,
         prompt_ids: list[list[int]] | None = None,
+        interleave_chunk: int = 32,
     ) -> None:
         super().__init__()
         self.compressor = compressor
@@ -89,6 +97,10 @@ class LCLMTrainModule(nn.Module):
         self.distill_layers = tuple(sorted({min(max(1, l), n_layers) for l in distill_layers}))
         self.restricted_vocab = restricted_vocab
         self.prompt_ids = prompt_ids or [[]]
+        n = compressor.config.compression_ratio
+        if interleave_chunk % n:
+            raise ValueError(f"interleave_chunk {interleave_chunk} must be a multiple of the ratio {n}")
+        self.interleave_chunk = interleave_chunk
 
     # --- pieces --------------------------------------------------------------
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -120,6 +132,46 @@ class LCLMTrainModule(nn.Module):
         t = teacher_hidden.to(w.dtype) @ w.t() if teacher_hidden is not None else None
         return s.float(), (t.float() if t is not None else None), targets
 
+    def interleave_layout(self, length: int, m: int) -> tuple[int, list[tuple[int, int]]]:
+        """(chunks used, [(student position, teacher position) of each raw chunk's first token]).
+
+        An even number of chunks, so that the last one is raw (a compressed
+        chunk with nothing after it would cost and teach nothing).
+        """
+        c = self.interleave_chunk
+        k = (length // c) // 2 * 2
+        raw, pos = [], 1  # after [bos]
+        for j in range(k):
+            if j % 2 == 0:
+                pos += m + 2  # [start] z [end]
+            else:
+                raw.append((pos, 1 + j * c))  # teacher: [bos] then the window
+                pos += c
+        return k, raw
+
+    def _interleaved(self, window: torch.Tensor, teacher_h) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CE, hidden distillation) on the raw chunks of an interleaved window."""
+        b, c, dev = window.shape[0], self.interleave_chunk, window.device
+        m = c // self.compressor.config.compression_ratio
+        k, raw = self.interleave_layout(window.shape[1], m)
+        if k < 2:
+            raise ValueError(f"a window of {window.shape[1]} tokens holds no two chunks of {c}")
+        chunks = window[:, : k * c].reshape(b, k, c)
+        dt = self.embed(window[:1, :1]).dtype
+        z = self.latents(chunks[:, 0::2].reshape(-1, c)).reshape(b, k // 2, m, -1).to(dt)
+        mark = lambda t: self.embed(torch.full((b, 1), t, device=dev))  # noqa: E731
+        pieces = [mark(self.bos)]
+        for j in range(k):
+            pieces += [mark(self.start), z[:, j // 2], mark(self.end)] if j % 2 == 0 else [self.embed(chunks[:, j])]
+        out = self._run(torch.cat(pieces, 1), True)
+        s_idx = torch.cat([torch.arange(p, p + c, device=dev) for p, _ in raw])
+        t_idx = torch.cat([torch.arange(q, q + c, device=dev) for _, q in raw])
+        logits, _, tgt = self._logits(out.last_hidden_state[:, s_idx - 1], chunks[:, 1::2].reshape(b, -1))
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+        distill = sum(rel_mse(out.hidden_states[l][:, s_idx], teacher_h[l][:, t_idx])
+                      for l in self.distill_layers) / len(self.distill_layers)
+        return ce, distill
+
     def _run(self, embeds: torch.Tensor, output_hidden_states: bool):
         return self.decoder.model(inputs_embeds=embeds, use_cache=False, output_hidden_states=output_hidden_states)
 
@@ -144,7 +196,7 @@ class LCLMTrainModule(nn.Module):
         end = self.embed(torch.tensor([[self.end]], device=dev)).expand(b, -1, -1)
         parts: dict[str, torch.Tensor] = {}
 
-        need_teacher = w.distill_hidden or w.distill_kl or w.latent_align
+        need_teacher = w.distill_hidden or w.distill_kl or w.latent_align or w.interleaved
         teacher_h = None
         if need_teacher:
             with torch.no_grad(), lora_disabled(self.decoder):  # the teacher is the untouched decoder
@@ -199,6 +251,10 @@ class LCLMTrainModule(nn.Module):
                 loss = loss + rel_mse(s_out.hidden_states[l][:, 2 : 2 + m], group_mean(teacher_h[l][:, 1 : 1 + t_len]))
             parts["latent_align"] = loss / (1 + len(self.distill_layers))
             total = total + w.latent_align * parts["latent_align"]
+        if w.interleaved and answer_mask is None:
+            ce, distill = self._interleaved(torch.cat([passages, continuations], 1), teacher_h)
+            parts["interleaved_ce"], parts["interleaved_distill"] = ce, distill
+            total = total + w.interleaved * (ce + distill)
         if w.reconstruction and n_reconstruct > 0:
             r = min(n_reconstruct, b)
             prompt = torch.tensor([self.prompt_ids[prompt_index % len(self.prompt_ids)]], device=dev, dtype=torch.long)

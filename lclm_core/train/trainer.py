@@ -92,6 +92,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
     qa_fraction: float = 0.5  # stage qa: share of steps that are QA batches
     qa_unknown_share: float = 0.15  # stage qa: share of fact questions whose fact was left out
+    interleave_chunk: int = 32  # tokens per chunk of the interleaved objective (a multiple of the ratio)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -142,7 +143,7 @@ def build_module(cfg: TrainConfig, model, tok) -> LCLMTrainModule:
     bos = tok.bos_token_id if tok.bos_token_id is not None else builder.start_id
     prompts = [tokenize_text(tok, p) for p in RECONSTRUCTION_PROMPTS]
     module = LCLMTrainModule(comp, model, (bos, builder.start_id, builder.end_id), cfg.weights,
-                             cfg.distill_layers, cfg.restricted_vocab, prompts)
+                             cfg.distill_layers, cfg.restricted_vocab, prompts, cfg.interleave_chunk)
     # What trains in this stage.
     module.requires_grad_(False)
     comp.adapter.requires_grad_(True)
@@ -368,7 +369,7 @@ def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description
 
 def _parse_config(args: argparse.Namespace) -> TrainConfig:
     kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    w = {k: getattr(args, f"w_{k}") for k in ("continuation", "reconstruction", "distill_hidden", "distill_kl", "latent_align")
+    w = {k: getattr(args, f"w_{k}") for k in ("continuation", "reconstruction", "distill_hidden", "distill_kl", "latent_align", "interleaved")
          if getattr(args, f"w_{k}", None) is not None}
     if w:
         kw["weights"] = LossWeights(**w)
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             t.add_argument("--distill-layers", dest="distill_layers", type=int, nargs="+")
         else:
             t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=typ, required=f.default is dataclasses.MISSING)
-    for k in ("continuation", "reconstruction", "distill_hidden", "distill_kl", "latent_align"):
+    for k in ("continuation", "reconstruction", "distill_hidden", "distill_kl", "latent_align", "interleaved"):
         t.add_argument(f"--w-{k.replace('_', '-')}", dest=f"w_{k}", type=float)
     e = sub.add_parser("eval")
     e.add_argument("--ckpt", type=Path, required=True)
