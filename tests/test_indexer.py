@@ -298,7 +298,10 @@ def test_cli_watch_runs_until_ctrl_c(tmp_path, folder):
     """`lclm-docs watch` in a subprocess (fake compressor patched in): it
     indexes, picks up a new file, and exits 0 on SIGINT."""
     write_docs(folder, 2)
+    # Python leaves SIGINT ignored where it started ignored, as under a background job of a
+    # non-interactive shell (`cmd &`): the child starts with Ctrl-C's usual handler.
     code = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
         "import sys, data, app.services as s; s.load_compressor = lambda settings, ratio=None: data.FakeCompressor();"
         "from app.cli import main; sys.exit(main(sys.argv[1:]))"
     )
