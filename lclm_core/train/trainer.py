@@ -54,6 +54,7 @@ from .qa import QASampler, collate
 log = logging.getLogger(__name__)
 
 STAGES = ("adapter", "encoder", "decoder", "qa")
+WEIGHT_NAMES = tuple(f.name for f in dataclasses.fields(LossWeights))  # one --w-NAME flag each
 
 
 @dataclass
@@ -332,7 +333,7 @@ def heldout_qa(module: LCLMTrainModule, data: Path, n: int, passage_len: int, ba
     sampler = QASampler(TokenShards(Path(data), "heldout"), tok, passage_len)
     rng = np.random.default_rng(seed)
     examples = [sampler.sample(rng) for _ in range(n)]
-    return evaluate_qa(module, examples, batch_size, pad_id=tok.pad_token_id or 0)
+    return evaluate_qa(module, examples, batch_size, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
 
 
 def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description: str = "") -> Path:
@@ -369,7 +370,7 @@ def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description
 
 def _parse_config(args: argparse.Namespace) -> TrainConfig:
     kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    w = {k: getattr(args, f"w_{k}") for k in ("continuation", "reconstruction", "distill_hidden", "distill_kl", "latent_align", "interleaved")
+    w = {k: getattr(args, f"w_{k}") for k in WEIGHT_NAMES
          if getattr(args, f"w_{k}", None) is not None}
     if w:
         kw["weights"] = LossWeights(**w)
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             t.add_argument("--distill-layers", dest="distill_layers", type=int, nargs="+")
         else:
             t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=typ, required=f.default is dataclasses.MISSING)
-    for k in ("continuation", "reconstruction", "distill_hidden", "distill_kl", "latent_align", "interleaved"):
+    for k in WEIGHT_NAMES:
         t.add_argument(f"--w-{k.replace('_', '-')}", dest=f"w_{k}", type=float)
     e = sub.add_parser("eval")
     e.add_argument("--ckpt", type=Path, required=True)
