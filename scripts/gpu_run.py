@@ -148,7 +148,7 @@ def plan_steps(args: argparse.Namespace, inbox: Path, runs: Path) -> list[list[s
         last = "encoder"
         if args.qa_share:
             # QA tuning on longer passages (questions need room), from the encoder stage, at a lower rate,
-            # with raw chunks between latent blocks (the needle's broken copies: MODEL_CARD.md).
+            # with the recipe's interleaved objective (raw chunks between latent blocks) at half weight.
             steps.append([*trainer, "train", "--stage", "qa", *common, "--passage-len", "256", "--w-interleaved", "0.5",
                           "--lr-adapter", "3e-4", "--lr-encoder", "1e-4", "--max-minutes", f"{share * args.qa_share:.2f}",
                           "--init-from", str(runs / f"n{n}" / "encoder" / "latest.pt")])

@@ -114,6 +114,44 @@ def test_segments_and_needle_check():
     assert not E.needle_found("12345677777", 1234567)  # degenerate repetition is not the number
 
 
+def _cut(tok, length: int, depth: float, how: str, size: int = 96):
+    from lclm_core.inputs import tokenize_text
+
+    essay_ids = [tokenize_text(tok, e + "\n\n") for e in _essays()]
+    needle = E.NEEDLE.format(number=7654321)
+    hay = E.build_haystack(essay_ids, tokenize_text(tok, " " + needle), length, depth, 0, E.sentence_end_test(tok))
+    segs, holding = E.haystack_segments(hay, needle, lambda t: tokenize_text(tok, t),
+                                        lambda i: tok.decode(list(i), skip_special_tokens=True), size, how)
+    return hay, segs, holding
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.3, 0.5, 1.0])
+def test_app_segmenter_keeps_the_needle_sentence_in_one_segment(tok, depth):
+    """Cut as the app cuts a document, the whole number is in the one segment BM25 can put back."""
+    hay, segs, holding = _cut(tok, 400, depth, "app")
+    assert len(holding) == 1
+    (i,) = holding
+    assert "7654321." in tok.decode(segs[i])
+    assert len(segs) > 3 and all(len(s) <= 96 + 1 for s in segs)  # at most 96 tokens of text, plus a newline
+    words = tok.decode(hay.ids).split()
+    assert " ".join(tok.decode(s) for s in segs).split() == words  # nothing lost or repeated
+
+
+def test_fixed_segmenter_can_cut_the_number_and_says_so(tok):
+    """A fixed cut that falls inside the number: neither segment holds it whole, and both are reported."""
+    hay, _, _ = _cut(tok, 400, 0.5, "app")
+    digits = next(k for k in range(hay.needle_len)
+                  if "76" in tok.decode(hay.ids[hay.needle_start : hay.needle_start + k + 1]))
+    size = hay.needle_start + digits + 1  # the first cut falls two digits into the number
+    _, segs, holding = _cut(tok, 400, 0.5, "fixed", size)
+    assert segs == E.segments_of(hay.ids, size) and holding == {0, 1}
+    assert not any("7654321" in tok.decode(s) for s in segs)
+    _, segs, holding = _cut(tok, 400, 0.5, "app", size)
+    assert len(holding) == 1 and "7654321" in tok.decode(segs[holding.pop()])
+    with pytest.raises(ValueError):
+        _cut(tok, 400, 0.5, "sentences")
+
+
 # --- disfl_qa ---------------------------------------------------------------------------------
 SAMPLE = {
     "input": "What part the composition of the Earth ' s biosphere is comprised of oxygen no sorry the Earth ' s "

@@ -13,7 +13,7 @@ import torch
 import tiny
 from lclm_core.lora import LoRALinear, apply_lora, lora_disabled, lora_state_dict, merge_lora_state
 from lclm_core.train.data import ShardWriter, TokenShards
-from lclm_core.train.evaluate import derangement, evaluate, heldout_examples
+from lclm_core.train.evaluate import derangement, evaluate, heldout_examples, lcs_length
 from lclm_core.train.trainer import TrainConfig, build_module, export_parts, module_from_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,11 +111,22 @@ def test_evaluation_reports_every_baseline(workdir, tmp_path):
     r = evaluate(module, ex, batch_size=3)
     d = r.as_dict()
     for k in ("loss_raw", "loss_own", "loss_shuffled", "loss_none", "recon_tf_acc", "recon_tf_floor",
-              "recon_greedy_acc", "recon_greedy_floor", "gap_closed", "content_gap"):
+              "recon_greedy_acc", "recon_greedy_floor", "recon_greedy_lcs", "recon_greedy_lcs_floor",
+              "gap_closed", "content_gap"):
         assert np.isfinite(d[k]), k
     assert r.n_examples == 6
-    assert 0 <= r.recon_tf_acc <= 1 and 0 <= r.recon_greedy_acc <= 1
+    assert 0 <= r.recon_tf_acc <= 1 and 0 <= r.recon_greedy_acc <= r.recon_greedy_lcs <= 1
+    assert r.recon_greedy_floor <= r.recon_greedy_lcs_floor  # a token right in place is in the LCS too
     assert r.content_gap == pytest.approx((r.loss_shuffled - r.loss_own) / (r.loss_none - r.loss_raw))
+
+
+def test_lcs_counts_a_copy_shifted_by_one_token_as_nearly_whole():
+    x = list(range(10, 30))
+    shifted = [99] + x[:-1]  # one extra token first: every position is wrong
+    assert sum(a == b for a, b in zip(shifted, x)) == 0
+    assert lcs_length(shifted, x) == 19
+    assert lcs_length(x, x) == 20 and lcs_length([], x) == 0 and lcs_length([1, 2], [3, 4]) == 0
+    assert lcs_length([1, 3, 2, 4], [1, 2, 3, 4]) == 3
 
 
 def test_derangement_moves_every_item():

@@ -9,7 +9,12 @@ continuation: loss on the Y tokens that follow a passage x, given x as
   latents learn the genre first.
 reconstruction: after ``[start] z(x) [end] <prompt>``, teacher-forced token
   accuracy on x and greedy exact-token accuracy (position by position) of a
-  generated copy; the floor is the same with an empty memory block.
+  generated copy; the floor is the same with an empty memory block. Position
+  by position, one dropped or added token scores the rest of a good copy as
+  wrong, so the greedy copy is also scored by its longest common subsequence
+  with x (the share of x's tokens the copy gives in order, gaps allowed),
+  beside the same measure for the empty-memory copy (common words match
+  anyway).
 qa (evaluate_qa): questions cut from held-out passages (qa.py: what follows a
   cue, a blanked word, a made-up fact), answered with the passage as raw text,
   its own latents, another passage's latents, or nothing. An answer counts as
@@ -46,6 +51,8 @@ class EvalResult:
     recon_greedy_acc: float
     recon_greedy_floor: float
     n_examples: int
+    recon_greedy_lcs: float = float("nan")
+    recon_greedy_lcs_floor: float = float("nan")
 
     @property
     def gap_closed(self) -> float:
@@ -86,7 +93,7 @@ def evaluate(module: LCLMTrainModule, examples: list[Example], batch_size: int =
     module.eval()
     dev = next(module.compressor.adapter.parameters()).device
     rng = np.random.default_rng(seed)
-    sums = {k: 0.0 for k in ("raw", "own", "shuf", "none", "tf", "tf0", "gr", "gr0")}
+    sums = {k: 0.0 for k in ("raw", "own", "shuf", "none", "tf", "tf0", "gr", "gr0", "lcs", "lcs0")}
     n = 0
     prompt = torch.tensor(module.prompt_ids[0], device=dev)
     for s in range(0, len(examples), batch_size):
@@ -117,8 +124,10 @@ def evaluate(module: LCLMTrainModule, examples: list[Example], batch_size: int =
         sums["tf"] += (am == x).float().mean(1).sum().item()
         sums["tf0"] += (am0 == x).float().mean(1).sum().item()
         if greedy:
-            sums["gr"] += _greedy_acc(module, rec_in, x)
-            sums["gr0"] += _greedy_acc(module, floor_in, x)
+            for key, prefix in (("", rec_in), ("0", floor_in)):
+                exact, lcs = _greedy_scores(module, prefix, x)
+                sums["gr" + key] += exact
+                sums["lcs" + key] += lcs
         for k, v in (("raw", raw), ("own", own), ("shuf", shuf), ("none", none)):
             sums[k] += v.sum().item()
         n += b
@@ -126,20 +135,34 @@ def evaluate(module: LCLMTrainModule, examples: list[Example], batch_size: int =
     if n == 0:
         raise ValueError("evaluation needs at least 2 examples")
     nan = float("nan")  # greedy copies not measured: say so, never 0
+    g = {k: sums[k] / n if greedy else nan for k in ("gr", "gr0", "lcs", "lcs0")}
     return EvalResult(
         sums["raw"] / n, sums["own"] / n, sums["shuf"] / n, sums["none"] / n,
-        sums["tf"] / n, sums["tf0"] / n, sums["gr"] / n if greedy else nan, sums["gr0"] / n if greedy else nan, n,
+        sums["tf"] / n, sums["tf0"] / n, g["gr"], g["gr0"], n, g["lcs"], g["lcs0"],
     )
 
 
-def _greedy_acc(module: LCLMTrainModule, prefix: torch.Tensor, x: torch.Tensor) -> float:
-    """Sum over the batch of the fraction of positions where the greedy copy equals x."""
+def lcs_length(a: list[int], b: list[int]) -> int:
+    """Longest common subsequence of two token lists (O(len(a) * len(b)), 128 x 128 here)."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def _greedy_scores(module: LCLMTrainModule, prefix: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
+    """Sums over the batch of the greedy copy's exact-position accuracy and its LCS share of x."""
     out = module.decoder.generate(
         inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
         max_new_tokens=x.shape[1], min_new_tokens=x.shape[1], do_sample=False, eos_token_id=None, pad_token_id=0,
     )
     gen = out[:, -x.shape[1]:]
-    return (gen == x).float().mean(1).sum().item()
+    exact = (gen == x).float().mean(1).sum().item()
+    lcs = sum(lcs_length(g.tolist(), t.tolist()) / x.shape[1] for g, t in zip(gen, x))
+    return exact, lcs
 
 
 @torch.no_grad()

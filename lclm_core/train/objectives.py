@@ -16,8 +16,8 @@ each a passage x of T tokens and the continuation y of Y tokens that follows it)
   ``[bos] [start] z(c0) [end] c1 [start] z(c2) [end] c3 ...``; next-token
   cross-entropy on the raw chunks, and their hidden states matched to the
   teacher's reading all of it raw. A raw passage *between* latent blocks is
-  what the app's in-place expansion builds, and where a needle's copy broke
-  with latents around it (MODEL_CARD.md);
+  what the app's in-place expansion builds (the paper's interleaved
+  next-token objective);
 - latent_align (dense): at latent j, the student's hidden state in each chosen
   layer should match the mean of the teacher's states over the N tokens that
   latent stands for (layer 0: the mean of their input embeddings) — a direct
