@@ -584,9 +584,9 @@ def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], dep
             "snapkv": ev.context_parts(segs, None),
             "snapkv-wide": ev.context_parts(segs, None),
         }
+        expanded = sum(len(segs[i]) for i in top)
         raw_tokens = {"raw": length, "latents": 0, "none": 0, "truncation": keep, "snapkv": length,
-                      "snapkv-wide": length, "latents+expansion": sum(len(segs[i]) for i in top),
-                      "latents+quotes": sum(len(segs[i]) for i in top)}
+                      "snapkv-wide": length, **dict.fromkeys(EXPANDED, expanded)}
         tails = {"latents+quotes": quoted_passages([(f"segment {i + 1}", ev.decode(segs[i])) for i in top])
                  + NEEDLE_SUFFIX[1:]}
         positions = {c: len(ev.decoder.build([Text("Text:\n"), *contexts[c], Text(NEEDLE_SUFFIX)], add_bos=True))
@@ -651,8 +651,7 @@ def run_disfl(ev: Evaluator, examples: Sequence[QAExample], skip: Sequence[str] 
             "none": None,
         }
         raw_tokens = {"raw": len(ids), "latents": 0, "none": 0,
-                      "latents+expansion": sum(len(small[i]) for i in top),
-                      "latents+quotes": sum(len(small[i]) for i in top)}
+                      **dict.fromkeys(EXPANDED, sum(len(small[i]) for i in top))}
         suffix = f"\n\nQuestion: {ex.question}\nAnswer:"
         tails = {"latents+quotes": quoted_passages([("passage", ev.decode(small[i])) for i in top]) + suffix[1:]}
         for cond, ctx in contexts.items():
