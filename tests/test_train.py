@@ -153,6 +153,19 @@ def test_lora_merge_equals_the_wrapped_layer():
     torch.testing.assert_close(net.q_proj(x), plain.q_proj(x), rtol=1e-5, atol=1e-5)
 
 
+def test_a_resumed_run_climbs_back_to_the_configured_peak_rate(workdir, tmp_path):
+    """The saved optimizer holds the last *scheduled* rate; a resume must not take it for the peak."""
+    from lclm_core.train.trainer import lr_at
+
+    out = tmp_path / "run"
+    first = config(workdir, out, steps=3, lr_adapter=1e-3)
+    ck = torch.load(train(first), weights_only=False)
+    assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * lr_at(2, first))  # decayed, < peak
+    resumed = config(workdir, out, steps=4, lr_adapter=1e-3)
+    ck = torch.load(train(resumed), weights_only=False)
+    assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * lr_at(3, resumed))
+
+
 def test_export_refuses_a_checkpoint_not_trained_on_the_default(workdir, tmp_path):
     latest = train(config(workdir, tmp_path, steps=1))
     with pytest.raises(ValueError, match="embedded default"):

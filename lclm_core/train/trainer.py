@@ -252,7 +252,11 @@ def train(cfg: TrainConfig) -> Path:
     heldout = None
     if cfg.eval_every and acc.is_main_process:
         heldout = heldout_examples(TokenShards(Path(cfg.data), "heldout"), cfg.eval_examples, cfg.passage_len, cfg.cont_len)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    # The peaks come from this run's settings. A resumed optimizer's groups carry the
+    # last *scheduled* rate of the run that saved them (10% of its peak at the end of
+    # a cosine), and taking that as the new peak made every resume crawl at a tenth.
+    peaks = {"adapter": cfg.lr_adapter, "encoder": cfg.lr_encoder, "decoder": cfg.lr_decoder}
+    base_lrs = [peaks[g["name"]] for g in optimizer.param_groups]
     n_rec = max(1, round(cfg.batch_size * cfg.reconstruct_fraction)) if cfg.weights.reconstruction else 0
     t0, t_log, tok_log = time.time(), time.time(), 0
     seen: list[dict] = []
