@@ -48,8 +48,8 @@ def _load(settings: Settings, ratio: int):
 
     placement = _placement(settings)
     try:
-        model, tok = load_default_decoder(placement)
-        comp = default_compressor(ratio, placement, decoder=(model, tok))
+        comp = default_compressor(ratio, placement, decoder=load_default_decoder(placement))
+        model, tok = load_default_decoder(placement, ratio=ratio)  # with the ratio's decoder LoRA, if it ships one
     except DefaultModelError as e:
         raise UserError(str(e)) from e
     return placement, model, tok, comp
@@ -57,7 +57,7 @@ def _load(settings: Settings, ratio: int):
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from lclm_core.backend import GenerationConfig
-    from lclm_core.default_model import ensure_gguf
+    from lclm_core.default_model import ensure_gguf, load_default_decoder
     from lclm_core.inputs import Text
     from lclm_core.torch_backend import TorchDecoder
 
@@ -66,7 +66,9 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     print(f"default model file: {gguf} (sha256 verified)")
     t = time.perf_counter()
     placement, model, tok, comp = _load(settings, ratio)
-    print(f"decoder: Gemma-3-270M on {placement}, loaded in {time.perf_counter() - t:.1f} s")
+    adapted = model is not load_default_decoder(placement)[0]
+    print(f"decoder: Gemma-3-270M{' + the decoder LoRA of N=%d' % ratio if adapted else ''} on {placement}, "
+          f"loaded in {time.perf_counter() - t:.1f} s")
     state = "trained" if comp.trained else "UNTRAINED (latents carry no learned content yet)"
     print(f"compressor: N={ratio}, {state}; fingerprint {comp.fingerprint}; {comp.description}")
     with TorchDecoder(model, tok, comp.config.memory_tokens) as dec:

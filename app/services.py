@@ -218,14 +218,16 @@ def load_models(settings: Settings, *, ratio: int | None = None) -> Models:
             from lclm_core.default_model import load_default_decoder
             from lclm_core.device import resolve
 
-            model, tok = load_default_decoder(resolve(settings.device, settings.dtype))
+            # The decoder that reads this ratio's latents (the base, or a copy with the
+            # decoder stage's LoRA where the parts carry one).
+            model, tok = load_default_decoder(resolve(settings.device, settings.dtype), ratio=n)
             return TorchDecoder(model, tok, memory, n_ctx=32768)
         if name in ("llama.cpp", "llama"):
             try:
                 from lclm_core.llama_backend import PrefixStateCache, open_default
             except ImportError as e:  # llama-cpp-python missing or broken
                 raise ServiceError(f"the llama.cpp backend is unavailable ({e}); use the torch backend") from e
-            return open_default(comp.tokenizer, prefix_cache=PrefixStateCache(), memory_tokens=memory)
+            return open_default(comp.tokenizer, prefix_cache=PrefixStateCache(), memory_tokens=memory, ratio=n)
         raise ServiceError(f"unknown backend {name!r}: torch or llama.cpp")
 
     n = int(getattr(comp, "ratio", None) or comp.config.compression_ratio)

@@ -784,11 +784,15 @@ def load_setup(ckpt: Path | None, ratio: int, placement, parts_dir: Path | None 
         return Setup(module.decoder, comp.tokenizer, comp, desc, trained, info)
     from lclm_core.default_model import default_compressor, load_default_decoder
 
-    model, tok = load_default_decoder(placement)
-    comp = default_compressor(ratio, placement, parts_dir=parts_dir, decoder=(model, tok))
+    base = load_default_decoder(placement)  # the encoder is built from the base's first layers
+    comp = default_compressor(ratio, placement, parts_dir=parts_dir, decoder=base)
+    # Every condition, raw text included, is read by the decoder the app uses at this ratio:
+    # the base, or its copy with the decoder stage's LoRA where the parts carry one.
+    model, tok = load_default_decoder(placement, ratio=ratio, parts_dir=parts_dir)
     desc = f"{'parts in ' + str(parts_dir) if parts_dir else 'default parts'}, N = {ratio}: {comp.description or 'trained'}"
     return Setup(model, tok, comp, desc, bool(comp.trained),
-                 {"default_parts": True, "ratio": ratio, "description": comp.description})
+                 {"default_parts": True, "ratio": ratio, "description": comp.description,
+                  "decoder_lora": model is not base[0]})
 
 
 def _same_vocab(a, b) -> bool:

@@ -117,6 +117,11 @@ def load_models(args: argparse.Namespace, placement) -> Models:
 
         model, tok = load_default_decoder(placement)
         comps = {n: default_compressor(n, placement, decoder=(model, tok)) for n in args.ratios}
+        adapted = [n for n in args.ratios if load_default_decoder(placement, ratio=n)[0] is not model]
+        if adapted:
+            # One decoder reads every method here; the app reads these ratios with a LoRA copy.
+            log.warning("N = %s: the parts carry a decoder LoRA, but run_all reads every ratio with the base "
+                        "decoder; bench/eval_qa.py measures the decoder the app uses", adapted)
         first = comps[args.ratios[0]]
         dec = TorchDecoder(model, tok, first.config.memory_tokens)
         evs = {n: Evaluator(dec, c, same_tokenizer=_same_vocab(c.tokenizer, tok)) for n, c in comps.items()}

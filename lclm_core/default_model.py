@@ -11,8 +11,11 @@ The encoder is the decoder's first ``encoder_layers`` layers (shared, not
 copied: an untrained default costs no extra memory). Trained parts, when they
 ship, live in ``lclm_core/default_parts/ratio-N/``: ``model_config.json``,
 ``adapter/adapter.safetensors``, optional ``encoder/layers.safetensors``
-(weights that replace the shared layers), and ``base.json`` naming the GGUF
-sha256 they were trained on. Without parts the adapter is randomly
+(weights that replace the shared layers), optional ``encoder/lora.safetensors``
+and ``decoder/lora.safetensors`` (LoRA A/B matrices, merged at load; the
+decoder's comes from the decoder stage and makes a ratio-specific copy of the
+decoder's layers), and ``base.json`` naming the GGUF sha256 they were trained
+on. Without parts the adapter is randomly
 initialised (seeded) and the compressor says ``trained = False``.
 """
 
@@ -151,11 +154,89 @@ def _load_decoder(gguf: Path, device: str, dtype: torch.dtype):
     return model, tok
 
 
-def load_default_decoder(placement: Placement | None = None):
-    """(model, tokenizer) of the default Gemma in transformers; loaded once per process and placement."""
+def load_default_decoder(placement: Placement | None = None, ratio: int | None = None, parts_dir: Path | None = None):
+    """(model, tokenizer) of the default Gemma in transformers; loaded once per process and placement.
+
+    With ``ratio``: the decoder that reads that ratio's latents. Where the
+    shipped parts carry a decoder LoRA (the decoder stage), that is a copy of
+    the base with the LoRA merged into its layers; otherwise the base itself.
+    The base stays untouched: the encoders are built from its first layers,
+    and the other ratios read with it.
+    """
     placement = placement or resolve()
     with _load_lock:
-        return _load_decoder(ensure_gguf(), str(placement.device), placement.dtype)
+        base = _load_decoder(ensure_gguf(), str(placement.device), placement.dtype)
+        parts = find_parts(ratio, parts_dir) if ratio is not None else None
+        lora = parts.decoder_lora if parts is not None else None
+        if lora is None:
+            return base
+        return _adapted_decoder(base, lora[0], lora[1], files_digest([lora[0]]))
+
+
+def decoder_lora_gguf(ratio: int, parts_dir: Path | None = None) -> tuple[Path, str] | None:
+    """(GGUF adapter file for llama.cpp, its digest) of ratio N's decoder LoRA; None without one.
+
+    Written once into the cache directory from the shipped safetensors, named
+    by their digest, so the repository ships the matrices once.
+    """
+    parts = find_parts(ratio, parts_dir)
+    lora = parts.decoder_lora if parts is not None else None
+    if lora is None:
+        return None
+    digest = files_digest([lora[0]])
+    out = cache_dir() / "lora" / f"decoder-n{ratio}-{digest[:16]}.gguf"
+    if not out.exists():
+        from safetensors.torch import load_file
+
+        from .gguf_lora import write_gguf_lora
+
+        write_gguf_lora(load_file(str(lora[0])), lora[1], out, "gemma3", _N_LAYERS)
+    return out, digest
+
+
+_N_LAYERS = 18  # Gemma-3-270M
+_adapted: dict[tuple, tuple] = {}
+
+
+def _adapted_decoder(base: tuple, lora_file: Path, scale: float, digest: str):
+    """The base decoder with a LoRA merged, cached per (base, LoRA file contents)."""
+    key = (id(base[0]), digest)
+    if key not in _adapted:
+        from safetensors.torch import load_file
+
+        model = adapted_copy(base[0], load_file(str(lora_file)), scale)
+        log.info("decoder LoRA merged from %s", lora_file)
+        _adapted[key] = (model, base[1])
+    return _adapted[key]
+
+
+def with_own_layers(model: nn.Module) -> nn.Module:
+    """A causal LM that shares the base's embeddings and head but has its own copy of the layers.
+
+    Only the transformer layers are copied (~100M of Gemma-270M's 268M
+    parameters; the 262k-row embedding is shared), so a process can hold the
+    base and a changed decoder at once, and the base (cached, shared by the
+    encoders and the other ratios) is never changed in place.
+    """
+
+    def shallow(m: nn.Module) -> nn.Module:
+        c = copy.copy(m)
+        c._modules, c._parameters, c._buffers = dict(m._modules), dict(m._parameters), dict(m._buffers)
+        return c
+
+    inner = shallow(model.model)
+    inner.layers = copy.deepcopy(model.model.layers)
+    outer = shallow(model)
+    outer.model = inner
+    return outer
+
+
+def adapted_copy(model: nn.Module, lora: dict[str, torch.Tensor], scale: float) -> nn.Module:
+    """The base with a LoRA merged into its own copy of the layers (see :func:`with_own_layers`)."""
+    out = with_own_layers(model)
+    if merge_lora_state(out.model, lora, scale) == 0:
+        raise CheckpointError("the decoder LoRA file holds no A/B pairs")
+    return out
 
 
 def truncated_view(base: nn.Module, n_layers: int) -> nn.Module:
@@ -192,6 +273,17 @@ class DefaultParts:
     @property
     def lora_file(self) -> Path:
         return self.root / "encoder" / "lora.safetensors"
+
+    @property
+    def decoder_lora_file(self) -> Path:
+        """The decoder stage's LoRA (A/B keyed by the decoder's ``model.layers``), when the parts have one."""
+        return self.root / "decoder" / "lora.safetensors"
+
+    @property
+    def decoder_lora(self) -> tuple[Path, float] | None:
+        if not self.decoder_lora_file.exists():
+            return None
+        return self.decoder_lora_file, float(self.meta["decoder_lora_scale"])
 
 
 def find_parts(ratio: int, parts_dir: Path | None = None) -> DefaultParts | None:

@@ -370,9 +370,10 @@ class LlamaCppDecoder(DecoderBackend):
         prefix_cache: PrefixStateCache | None = None,
         fingerprint: str | None = None,
         context: ContextConfig | None = None,
+        lora: tuple[tuple[str, float], ...] = (),
     ) -> None:
         super().__init__(tokenizer, memory_tokens)
-        cfg = context or ContextConfig(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads)
+        cfg = context or ContextConfig(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads, lora=lora)
         self.path = Path(gguf_path)
         self.ctx = LlamaContext(self.path, cfg)
         try:
@@ -383,7 +384,8 @@ class LlamaCppDecoder(DecoderBackend):
             specials = self.ctx.special_ids()
             self.eos_ids |= {specials[k] for k in ("eos", "eot") if specials[k] >= 0}
             self.prefix_cache = prefix_cache
-            model_id = fingerprint or file_fingerprint(self.path)
+            model_id = fingerprint or ":".join(
+                [file_fingerprint(self.path), *(f"{file_fingerprint(Path(a))}x{w}" for a, w in cfg.lora)])
             # The state layout depends on the llama.cpp build and context shape, too.
             import llama_cpp
 
@@ -557,16 +559,22 @@ class LlamaCppDecoder(DecoderBackend):
         self.n_past += n
 
 
-def open_default(tokenizer=None, **kw) -> LlamaCppDecoder:
+def open_default(tokenizer=None, ratio: int | None = None, parts_dir: Path | None = None, **kw) -> LlamaCppDecoder:
     """The embedded default (Gemma-3-270M Q4_K_M) in llama.cpp.
 
     tokenizer: the default decoder's HF tokenizer; when None it comes from
     ``load_default_decoder()`` (which also loads the torch model, shared with
     the rest of the process).
+    ratio: the decoder that reads that ratio's latents: with the decoder
+    stage's LoRA where the shipped parts carry one (as a GGUF adapter).
     """
-    from .default_model import ensure_gguf, gguf_sha256, load_default_decoder
+    from .default_model import decoder_lora_gguf, ensure_gguf, gguf_sha256, load_default_decoder
 
     if tokenizer is None:
         tokenizer = load_default_decoder()[1]
-    kw.setdefault("fingerprint", gguf_sha256())
+    lora = decoder_lora_gguf(ratio, parts_dir) if ratio is not None else None
+    # Cached prefix states hold the adapted model's keys and values: the LoRA is part of the model's identity.
+    kw.setdefault("fingerprint", gguf_sha256() + (f":lora-{lora[1]}" if lora else ""))
+    if lora:
+        kw["lora"] = ((str(lora[0]), 1.0),)
     return LlamaCppDecoder(ensure_gguf(), tokenizer, **kw)

@@ -116,6 +116,8 @@ class ContextConfig:
     # laptop we never see, and on an AVX512 EPYC (2 cores) prefill and
     # generation speed were the same within noise either way.
     extra_bufts: bool = False
+    # LoRA adapters (GGUF file, scale) applied to every decode of this context.
+    lora: tuple[tuple[str, float], ...] = ()
 
 
 class LlamaContext:
@@ -163,6 +165,8 @@ class LlamaContext:
             if not ctx:
                 raise LlamaError(f"llama.cpp could not create a context of {n_ctx} positions for {self.path.name} (out of memory?)")
             self._ctx = ctx
+            if cfg.lora:
+                self._set_adapters(cfg.lora)
             self.n_ctx: int = C.llama_n_ctx(ctx)
             self.n_batch: int = C.llama_n_batch(ctx)
             self._tok_batch = C.llama_batch_init(self.n_batch, 0, 1)
@@ -178,6 +182,26 @@ class LlamaContext:
             "llama.cpp: %s (%s), n_ctx %d, n_batch %d, %d threads",
             self.path.name, self.meta("general.architecture"), self.n_ctx, self.n_batch, threads,
         )
+
+    def _set_adapters(self, lora: tuple[tuple[str, float], ...]) -> None:
+        """Load each GGUF LoRA onto the model and switch them on in this context.
+
+        The adapters belong to the model: llama.cpp frees them with it, so
+        close() needs no step of its own for them.
+        """
+        adapters = []
+        for path, _ in lora:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no GGUF LoRA at {path}")
+            a = C.llama_adapter_lora_init(self._model, str(path).encode())
+            if not a:
+                raise LlamaError(f"llama.cpp could not load the LoRA {path} (not a GGUF adapter for this model?)")
+            adapters.append(a)
+        arr = (C.llama_adapter_lora_p_ctypes * len(adapters))(*adapters)
+        scales = (ctypes.c_float * len(lora))(*[float(s) for _, s in lora])
+        rc = C.llama_set_adapters_lora(self._ctx, arr, len(adapters), scales)
+        if rc != 0:
+            raise LlamaError(f"llama.cpp refused the LoRA adapters (code {rc})")
 
     # --- lifetime --------------------------------------------------------------
     def close(self) -> None:

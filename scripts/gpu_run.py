@@ -19,7 +19,8 @@ Back here: the parts land under the device tool's files folder; evaluate them wi
 
 `start` runs, for N = 4, 8 and 16 one after the other, stage adapter, then
 stage encoder (initialised from the adapter stage), then stage qa (from the
-encoder stage), then held-out evaluations of the encoder and qa stages, in bf16 on CUDA, each ratio with an equal share of the minutes
+encoder stage), then stage decoder (from the qa stage), then held-out
+evaluations of the encoder and decoder stages, in bf16 on CUDA, each ratio with an equal share of the minutes
 (the learning rate decays over those minutes). `watch` keeps the call busy
 while the plan runs and then collects: each stage's checkpoint (< 16 MB:
 adapter + LoRA, no optimizer state), the evaluations and the training log.
@@ -142,7 +143,9 @@ def plan_steps(args: argparse.Namespace, inbox: Path, runs: Path) -> list[list[s
         init = ["--init-from", str(inbox / "init.pt")] if (inbox / "init.pt").exists() else []
         steps.append([*trainer, "train", "--stage", "adapter", *common, *init,
                       "--max-minutes", f"{share * args.adapter_share:.2f}"])
-        enc_minutes = share * (1 - args.adapter_share - args.qa_share)
+        enc_minutes = share * (1 - args.adapter_share - args.qa_share - args.decoder_share)
+        if enc_minutes <= 0:
+            raise SystemExit("the adapter, QA and decoder shares leave no minutes for the encoder stage")
         steps.append([*trainer, "train", "--stage", "encoder", *common, "--max-minutes", f"{enc_minutes:.2f}",
                       "--init-from", str(runs / f"n{n}" / "adapter" / "latest.pt")])
         last = "encoder"
@@ -153,6 +156,14 @@ def plan_steps(args: argparse.Namespace, inbox: Path, runs: Path) -> list[list[s
                           "--lr-adapter", "3e-4", "--lr-encoder", "1e-4", "--max-minutes", f"{share * args.qa_share:.2f}",
                           "--init-from", str(runs / f"n{n}" / "encoder" / "latest.pt")])
             last = "qa"
+        if args.decoder_share:
+            # The decoder reads latents out (greedy copy) only once it trains too: a rank-8 LoRA on
+            # it, from the stage before, with reconstruction on every example at full weight.
+            steps.append([*trainer, "train", "--stage", "decoder", *common, "--lr-adapter", "3e-4",
+                          "--lr-encoder", "1e-4", "--lr-decoder", "1e-4", "--w-reconstruction", "1.0",
+                          "--reconstruct-fraction", "1.0", "--max-minutes", f"{share * args.decoder_share:.2f}",
+                          "--init-from", str(runs / f"n{n}" / last / "latest.pt")])
+            last = "decoder"
         for stage in dict.fromkeys(("encoder", last)):  # the QA stage's cost on the continuation figures, side by side
             steps.append([*trainer, "eval", "--ckpt", str(runs / f"n{n}" / stage / "latest.pt"), "--data",
                           str(inbox / "shards"), "--examples", str(args.eval_examples), "--batch-size", "16",
@@ -199,7 +210,7 @@ def last_stages(runs: Path, keep: int = 2) -> list[Path]:
     """Each ratio's checkpoints of its two latest stages (encoder and qa in the plan): the QA
     stage trades continuation for answers (MODEL_CARD.md), so either may be the one to ship.
     Three ratios give 6 files; with the log and the evaluations, the 8 files allowed."""
-    order = {"adapter": 0, "encoder": 1, "decoder": 2, "qa": 3}
+    order = {"adapter": 0, "encoder": 1, "qa": 2, "decoder": 3}
     by_run: dict[str, list[Path]] = {}
     for ck in sorted(runs.glob("n*/*/latest.pt")):
         by_run.setdefault(ck.parent.parent.name, []).append(ck)
@@ -224,6 +235,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     for ck in last_stages(runs):
         state = torch.load(ck, map_location="cpu", weights_only=False)
         state.pop("optimizer", None)  # what comes back must stay under 16 MB
+        # A decoder stage's LoRA (1.9M parameters at rank 8) would take the file past it in fp32.
+        state["trainable"] = {k: v.half() if k.startswith("decoder.") else v for k, v in state["trainable"].items()}
         name = f"{ck.parent.parent.name}-{ck.parent.name}.pt"
         torch.save(state, out / name)
         print(f"{name}: step {state['step']}, {state['tokens_seen']:,} tokens, {(out / name).stat().st_size / 2**20:.1f} MiB")
@@ -244,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--ratios", type=int, nargs="+", default=[4, 8, 16])
     st.add_argument("--adapter-share", type=float, default=0.3, help="share of each ratio's minutes for the adapter stage")
     st.add_argument("--qa-share", type=float, default=0.25, help="share of each ratio's minutes for the QA stage (0: none)")
+    st.add_argument("--decoder-share", type=float, default=0.25,
+                    help="share of each ratio's minutes for the decoder stage, the last one (0: none)")
     st.add_argument("--eval-examples", type=int, default=128)
     st.add_argument("--batch-size", type=int, default=64)
     st.add_argument("--steps", type=int, default=100000)

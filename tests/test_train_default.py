@@ -81,3 +81,36 @@ def test_eval_bench_puts_trained_and_untrained_side_by_side(tmp_path, capsys):
     assert "| untrained N=4 |" in out and "| adapter N=4, 0.00M tok |" in out and "content gap" in out
     figures = json.loads((tmp_path / "report.json").read_text())
     assert set(figures) == {"untrained N=4", "adapter N=4, 0.00M tok"}
+
+
+def test_decoder_stage_parts_ship_the_decoder_lora_that_the_app_reads_with(tmp_path):
+    from lclm_core.train.trainer import read_init
+
+    _, tok = load_default_decoder(CPU32)
+    ids = gemma_shards(tmp_path / "shards", 4)
+    cfg = dict(data=str(tmp_path / "shards"), out=str(tmp_path / "run"), ratio=4, passage_len=32, cont_len=8,
+               batch_size=2, steps=1, device="cpu", dtype="float32", restricted_vocab=256, warmup=1,
+               encoder_lora_rank=4, decoder_lora_rank=4, save_every=1)
+    first = train(TrainConfig(**cfg))
+    # One step at a large rate, so that the decoder's LoRA is far from zero.
+    ckpt = train(TrainConfig(**{**cfg, "stage": "decoder", "init_from": str(first), "lr_decoder": 0.05}))
+    parts = export_parts(ckpt, tmp_path / "parts" / "ratio-4")
+    meta = json.loads((parts / "base.json").read_text())
+    assert (parts / "decoder" / "lora.safetensors").exists() and meta["decoder_lora_scale"] == 32.0 / 4
+
+    module, _, _ = module_from_checkpoint(ckpt, CPU32)  # the decoder with its LoRA wrappers, as trained
+    base, _ = load_default_decoder(CPU32)
+    app, _ = load_default_decoder(CPU32, ratio=4, parts_dir=tmp_path / "parts")
+    x = torch.tensor([ids[:40]])
+    with torch.no_grad():
+        want, got, plain = module.decoder(x).logits, app(x).logits, base(x).logits
+    # Merged (W + BA s) and wrapped (Wx + B(Ax) s) differ in float rounding only: ~2e-3 on logits of ~30.
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
+    assert (got - plain).abs().max() > 0.5
+    # The encoder is built from the base's layers, not the adapted ones.
+    comp = default_compressor(4, CPU32, parts_dir=tmp_path / "parts")
+    torch.testing.assert_close(comp.forward_ids([ids[:32]])[0], module.latents(torch.tensor([ids[:32]]))[0],
+                               rtol=1e-3, atol=1e-3)
+    # A later stage started from these parts gets the decoder's LoRA back.
+    state, _ = read_init(parts, 4)
+    assert {k for k in state if k.startswith("decoder.")} == {k for k in module.state_dict() if k.startswith("decoder.") and "lora_" in k}

@@ -41,7 +41,7 @@ import torch
 
 from ..checkpoint import save_adapter
 from ..config import LCLMConfig
-from ..default_model import default_config, gguf_sha256, load_default_decoder, truncated_view
+from ..default_model import default_config, gguf_sha256, load_default_decoder, truncated_view, with_own_layers
 from ..device import Placement, resolve
 from ..inputs import InputBuilder, tokenize_text
 from ..lora import apply_lora, lora_state_dict
@@ -139,6 +139,8 @@ def build_module(cfg: TrainConfig, model, tok) -> LCLMTrainModule:
         comp = LCLMCompressor.build(c, backbone, tok, model.config.hidden_size, trained=True)
     comp.adapter.to(model.device)
     if cfg.stage == "decoder" and cfg.decoder_lora_rank:
+        # On a copy of the layers: the loaded decoder is cached and shared by the process.
+        model = with_own_layers(model)
         apply_lora(model.model.layers, cfg.decoder_lora_rank, cfg.lora_alpha)
     builder = InputBuilder(tok, c.memory_tokens)
     bos = tok.bos_token_id if tok.bos_token_id is not None else builder.start_id
@@ -219,6 +221,9 @@ def read_init(path: Path, ratio: int) -> tuple[dict[str, torch.Tensor], int]:
     lora = path / "encoder" / "lora.safetensors"
     if lora.exists():
         state.update({f"compressor.encoder.backbone.{k}": v for k, v in load_file(str(lora)).items()})
+    dec = path / "decoder" / "lora.safetensors"
+    if dec.exists():  # only a decoder stage has the LoRA wrappers to take it
+        state.update({f"decoder.model.{k}": v for k, v in load_file(str(dec)).items()})
     return state, int(meta.get("tokens_seen", 0))
 
 
@@ -357,10 +362,20 @@ def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description
 
         (out / "encoder").mkdir(exist_ok=True)
         save_file({k: v.float().contiguous() for k, v in lora.items()}, str(out / "encoder" / "lora.safetensors"))
+    dec_lora = lora_state_dict(module.decoder.model)  # keyed by "layers.K....", as the loader merges it
+    if dec_lora:
+        from safetensors.torch import save_file
+
+        (out / "decoder").mkdir(exist_ok=True)
+        save_file({k: v.float().contiguous() for k, v in dec_lora.items()}, str(out / "decoder" / "lora.safetensors"))
+    elif (out / "decoder" / "lora.safetensors").exists():
+        (out / "decoder" / "lora.safetensors").unlink()  # parts of an earlier stage must not keep a stale one
     meta = {
         "gguf_sha256": gguf_sha256(),
         "encoder_layers": cfg.encoder_layers,
         "lora_scale": cfg.lora_alpha / cfg.encoder_lora_rank if cfg.encoder_lora_rank else 0.0,
+        **({"decoder_lora_scale": cfg.lora_alpha / cfg.decoder_lora_rank, "decoder_lora_rank": cfg.decoder_lora_rank}
+           if dec_lora else {}),
         "stage": cfg.stage,
         "steps": ck["step"],
         "tokens_seen": ck["tokens_seen"],
