@@ -113,11 +113,11 @@ def load_models(args: argparse.Namespace, placement) -> Models:
                 f"decoder {type(loaded.decoder_model).__name__}")
         trained = {n: True}
     else:
-        from lclm_core.default_model import default_compressor, load_default_decoder
+        from lclm_core.default_model import default_compressor, find_parts, load_default_decoder
 
         model, tok = load_default_decoder(placement)
         comps = {n: default_compressor(n, placement, decoder=(model, tok)) for n in args.ratios}
-        adapted = [n for n in args.ratios if load_default_decoder(placement, ratio=n)[0] is not model]
+        adapted = [n for n in args.ratios if (p := find_parts(n)) is not None and p.decoder_lora is not None]
         if adapted:
             # One decoder reads every method here; the app reads these ratios with a LoRA copy.
             log.warning("N = %s: the parts carry a decoder LoRA, but run_all reads every ratio with the base "

@@ -173,8 +173,8 @@ def load_default_decoder(placement: Placement | None = None, ratio: int | None =
         return _adapted_decoder(base, lora[0], lora[1], files_digest([lora[0]]))
 
 
-def decoder_lora_gguf(ratio: int, parts_dir: Path | None = None) -> tuple[Path, str] | None:
-    """(GGUF adapter file for llama.cpp, its digest) of ratio N's decoder LoRA; None without one.
+def decoder_lora_gguf(ratio: int, parts_dir: Path | None = None) -> Path | None:
+    """The GGUF adapter file for llama.cpp of ratio N's decoder LoRA; None without one.
 
     Written once into the cache directory from the shipped safetensors, named
     by their digest, so the repository ships the matrices once.
@@ -190,11 +190,10 @@ def decoder_lora_gguf(ratio: int, parts_dir: Path | None = None) -> tuple[Path, 
 
         from .gguf_lora import write_gguf_lora
 
-        write_gguf_lora(load_file(str(lora[0])), lora[1], out, "gemma3", _N_LAYERS)
-    return out, digest
+        write_gguf_lora(load_file(str(lora[0])), lora[1], out, "gemma3")
+    return out
 
 
-_N_LAYERS = 18  # Gemma-3-270M
 _adapted: dict[tuple, tuple] = {}
 
 

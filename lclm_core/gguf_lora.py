@@ -25,6 +25,7 @@ the matrices go over unchanged.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,12 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def gguf_lora_tensors(lora: dict[str, torch.Tensor], arch: str, n_layers: int) -> dict[str, np.ndarray]:
+def gguf_lora_tensors(lora: dict[str, torch.Tensor], arch: str) -> dict[str, np.ndarray]:
     """{GGUF name: fp32 array} for A/B keyed like ``layers.K.self_attn.q_proj.lora_A`` (the decoder's ``model``)."""
     import gguf
+
+    # gguf-py's name map covers the blocks it is told of: as many as the keys name.
+    n_layers = 1 + max((int(m.group(1)) for k in lora if (m := re.match(r"layers\.(\d+)\.", k))), default=0)
 
     try:
         model_arch = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
@@ -61,11 +65,11 @@ def gguf_lora_tensors(lora: dict[str, torch.Tensor], arch: str, n_layers: int) -
     return out
 
 
-def write_gguf_lora(lora: dict[str, torch.Tensor], scale: float, out: Path, arch: str, n_layers: int) -> Path:
+def write_gguf_lora(lora: dict[str, torch.Tensor], scale: float, out: Path, arch: str) -> Path:
     """Write the adapter file (atomically: a half-written file would be loaded next time)."""
     import gguf
 
-    tensors = gguf_lora_tensors(lora, arch, n_layers)
+    tensors = gguf_lora_tensors(lora, arch)
     rank = next(v.shape[0] for k, v in tensors.items() if k.endswith(".lora_a"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

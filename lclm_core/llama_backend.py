@@ -384,8 +384,9 @@ class LlamaCppDecoder(DecoderBackend):
             specials = self.ctx.special_ids()
             self.eos_ids |= {specials[k] for k in ("eos", "eot") if specials[k] >= 0}
             self.prefix_cache = prefix_cache
-            model_id = fingerprint or ":".join(
-                [file_fingerprint(self.path), *(f"{file_fingerprint(Path(a))}x{w}" for a, w in cfg.lora)])
+            # Cached prefix states hold the adapted model's keys and values: a LoRA is part of the model's identity.
+            model_id = ":".join([fingerprint or file_fingerprint(self.path),
+                                 *(f"{file_fingerprint(Path(a))}x{w}" for a, w in cfg.lora)])
             # The state layout depends on the llama.cpp build and context shape, too.
             import llama_cpp
 
@@ -572,9 +573,8 @@ def open_default(tokenizer=None, ratio: int | None = None, parts_dir: Path | Non
 
     if tokenizer is None:
         tokenizer = load_default_decoder()[1]
+    kw.setdefault("fingerprint", gguf_sha256())
     lora = decoder_lora_gguf(ratio, parts_dir) if ratio is not None else None
-    # Cached prefix states hold the adapted model's keys and values: the LoRA is part of the model's identity.
-    kw.setdefault("fingerprint", gguf_sha256() + (f":lora-{lora[1]}" if lora else ""))
     if lora:
-        kw["lora"] = ((str(lora[0]), 1.0),)
+        kw["lora"] = ((str(lora), 1.0),)
     return LlamaCppDecoder(ensure_gguf(), tokenizer, **kw)

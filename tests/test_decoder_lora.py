@@ -48,10 +48,10 @@ def test_gguf_adapter_names_shapes_and_alpha_are_what_llama_cpp_reads(tmp_path):
 
     base = tiny.decoder("gemma", layers=2)
     lora = random_lora(base, rank=4)
-    names = gguf_lora_tensors(lora, "gemma3", 2)
+    names = gguf_lora_tensors(lora, "gemma3")
     assert "blk.1.attn_q.weight.lora_a" in names and "blk.0.ffn_down.weight.lora_b" in names
     assert len(names) == len(lora) == 2 * 7 * 2
-    out = write_gguf_lora(lora, 4.0, tmp_path / "a.gguf", "gemma3", 2)
+    out = write_gguf_lora(lora, 4.0, tmp_path / "a.gguf", "gemma3")
     r = gguf.GGUFReader(str(out))
     field = lambda k: r.fields[k].parts[r.fields[k].data[0]]  # noqa: E731
     assert bytes(field("general.type")).decode() == "adapter"
@@ -70,9 +70,9 @@ def test_a_matrix_without_its_partner_or_outside_the_model_is_refused():
     lora = random_lora(tiny.decoder("gemma", layers=2))
     lonely = {k: v for k, v in lora.items() if k != "layers.0.self_attn.q_proj.lora_B"}
     with pytest.raises(ValueError, match="no partner"):
-        gguf_lora_tensors(lonely, "gemma3", 2)
+        gguf_lora_tensors(lonely, "gemma3")
     with pytest.raises(ValueError, match="not a LoRA"):
-        gguf_lora_tensors({"layers.0.self_attn.q_proj.weight": torch.zeros(2, 2)}, "gemma3", 2)
+        gguf_lora_tensors({"layers.0.self_attn.q_proj.weight": torch.zeros(2, 2)}, "gemma3")
 
 
 # --- the real default decoder ----------------------------------------------------------------

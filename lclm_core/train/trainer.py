@@ -345,6 +345,19 @@ def heldout_qa(module: LCLMTrainModule, data: Path, n: int, passage_len: int, ba
     return evaluate_qa(module, examples, batch_size, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
 
 
+def write_lora(state: dict[str, torch.Tensor], path: Path) -> bool:
+    """Write trained LoRA A/B matrices (fp32); an untrained one (B still zero) is no part, and a
+    file left there by an earlier export goes, so that the parts never mix stages."""
+    if not any(v.abs().sum() > 0 for k, v in state.items() if k.endswith("lora_B")):
+        path.unlink(missing_ok=True)
+        return False
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(exist_ok=True)
+    save_file({k: v.float().contiguous() for k, v in state.items()}, str(path))
+    return True
+
+
 def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description: str = "") -> Path:
     """Write the shipped default parts (published layout + base.json) from a training checkpoint."""
     ck = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -356,20 +369,9 @@ def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description
     out.mkdir(parents=True, exist_ok=True)
     comp.config.save(out / "model_config.json")
     save_adapter(comp.adapter, out / "adapter" / "adapter.safetensors")
-    lora = lora_state_dict(comp.encoder.backbone)
-    if lora and any(v.abs().sum() > 0 for k, v in lora.items() if k.endswith("lora_B")):
-        from safetensors.torch import save_file
-
-        (out / "encoder").mkdir(exist_ok=True)
-        save_file({k: v.float().contiguous() for k, v in lora.items()}, str(out / "encoder" / "lora.safetensors"))
-    dec_lora = lora_state_dict(module.decoder.model)  # keyed by "layers.K....", as the loader merges it
-    if dec_lora:
-        from safetensors.torch import save_file
-
-        (out / "decoder").mkdir(exist_ok=True)
-        save_file({k: v.float().contiguous() for k, v in dec_lora.items()}, str(out / "decoder" / "lora.safetensors"))
-    elif (out / "decoder" / "lora.safetensors").exists():
-        (out / "decoder" / "lora.safetensors").unlink()  # parts of an earlier stage must not keep a stale one
+    write_lora(lora_state_dict(comp.encoder.backbone), out / "encoder" / "lora.safetensors")
+    # The decoder's, keyed by "layers.K....", as the loader merges it into the decoder's ``model``.
+    dec_lora = write_lora(lora_state_dict(module.decoder.model), out / "decoder" / "lora.safetensors")
     meta = {
         "gguf_sha256": gguf_sha256(),
         "encoder_layers": cfg.encoder_layers,
