@@ -112,23 +112,31 @@ def load_models(args: argparse.Namespace, placement) -> Models:
         desc = (f"checkpoint {loaded.path} (N = {n}): encoder {type(comp.encoder.backbone).__name__}, "
                 f"decoder {type(loaded.decoder_model).__name__}")
         trained = {n: True}
+        base = None
     else:
         from lclm_core.default_model import default_compressor, find_parts, load_default_decoder
 
         model, tok = load_default_decoder(placement)
         comps = {n: default_compressor(n, placement, decoder=(model, tok)) for n in args.ratios}
-        adapted = [n for n in args.ratios if (p := find_parts(n)) is not None and p.decoder_lora is not None]
-        if adapted:
-            # One decoder reads every method here; the app reads these ratios with a LoRA copy.
-            log.warning("N = %s: the parts carry a decoder LoRA, but run_all reads every ratio with the base "
-                        "decoder; bench/eval_qa.py measures the decoder the app uses", adapted)
         first = comps[args.ratios[0]]
         dec = TorchDecoder(model, tok, first.config.memory_tokens)
-        evs = {n: Evaluator(dec, c, same_tokenizer=_same_vocab(c.tokenizer, tok)) for n, c in comps.items()}
+
+        def reader(n: int) -> TorchDecoder:
+            """Ratio n's latents are read as the app reads them: by a copy with its decoder LoRA, if any."""
+            if (p := find_parts(n)) is None or p.decoder_lora is None:
+                return dec
+            log.info("N = %d: latent methods read by the decoder with this ratio's LoRA", n)
+            m, t = load_default_decoder(placement, ratio=n)
+            return TorchDecoder(m, t, comps[n].config.memory_tokens)
+
+        evs = {n: Evaluator(reader(n), c, same_tokenizer=_same_vocab(c.tokenizer, tok)) for n, c in comps.items()}
+        base = Evaluator(dec, first, same_tokenizer=_same_vocab(first.tokenizer, tok))
         desc = f"embedded default: Gemma-3-270M decoder, compressors at N = {', '.join(map(str, comps))}"
+        if adapted := [n for n, e in evs.items() if e.decoder is not dec]:
+            desc += f" (N = {', '.join(map(str, adapted))} read by the decoder with its LoRA)"
         trained = {n: bool(c.trained) for n, c in comps.items()}
     methods = args.methods or method_names(sorted(evs))
-    return Models(Runner(evs, methods), desc, trained)
+    return Models(Runner(evs, methods, base=base), desc, trained)
 
 
 def warm_up(runner: Runner) -> None:

@@ -195,9 +195,11 @@ def perplexity(results: Sequence[dict]) -> float | None:
 
 # --- the runner --------------------------------------------------------------------------------
 class Runner:
-    """The methods on one decoder; one evaluator (compressor) per ratio, all sharing that decoder."""
+    """The methods on one base decoder; one evaluator (compressor) per ratio, whose decoder reads
+    that ratio's latent methods (the base one, or an adapted copy for parts with a decoder LoRA)."""
 
-    def __init__(self, evaluators: dict[int, Evaluator], methods: Sequence[str], window: int = SNAPKV_WINDOW):
+    def __init__(self, evaluators: dict[int, Evaluator], methods: Sequence[str], window: int = SNAPKV_WINDOW,
+                 base: Evaluator | None = None):
         if not evaluators:
             raise ValueError("no compressor to evaluate")
         self.evaluators = dict(evaluators)
@@ -206,7 +208,8 @@ class Runner:
         missing = {n for _, n in self.parsed.values() if n is not None} - set(self.evaluators)
         if missing:
             raise ValueError(f"methods at ratio(s) {sorted(missing)} but compressors only at {sorted(self.evaluators)}")
-        self.ev = next(iter(self.evaluators.values()))  # tokenizer and raw parts: the same for every ratio
+        # Tokenizer, raw parts and the baselines' decoder: the base evaluator, else the first ratio's.
+        self.ev = base or next(iter(self.evaluators.values()))
         self.dec = self.ev.decoder
         self.window = window
 
@@ -257,18 +260,23 @@ class Runner:
             o = Outcome(m, f, n, raw_tokens=raw_tokens, encode_s=enc_s,
                         encode_peak_mb=encode_peak.get(n) if f in ("latents", "latents+exp") else None)
             out[m] = o
+            # A latent method is read by its own ratio's decoder (the app's: an adapted copy where
+            # the parts carry a decoder LoRA); the baselines by the base decoder, as without LCLM.
+            e = self.evaluators[n] if f in ("latents", "latents+exp") else ev
+            d = e.decoder
             try:
-                inputs = ev._fresh_prompt(parts)
-            except ContextLengthError as e:
-                o.error = str(e)
+                inputs = e._fresh_prompt(parts)
+            except ContextLengthError as err:
+                o.error = str(err)
                 continue
             o.positions = len(inputs)
             with PeakRSS() as pk:
                 t = time.perf_counter()
-                logits = dec.prefill(merged_spans(dec, inputs, ev.prefill_chunk))
+                logits = d.prefill(merged_spans(d, inputs, e.prefill_chunk))
                 o.ttft_s = time.perf_counter() - t + extra_s
-            o.peak_mb, o.kv_bytes = pk.mb, kv_bytes(dec.cache)
-            o.result = finish(dec, logits, False)
+            o.peak_mb, o.kv_bytes = pk.mb, kv_bytes(d.cache)
+            o.result = finish(d, logits, False)
+            d.reset()
         dec.reset()
         return [out[m] for m in self.methods]
 

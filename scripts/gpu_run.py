@@ -158,10 +158,13 @@ def plan_steps(args: argparse.Namespace, inbox: Path, runs: Path) -> list[list[s
             last = "qa"
         if args.decoder_share:
             # The decoder reads latents out (greedy copy) only once it trains too: a rank-8 LoRA on
-            # it, from the stage before, with reconstruction on every example at full weight.
+            # it, from the stage before, with reconstruction on every example at full weight; held to
+            # the untouched decoder on raw text, with QA batches mixed in (without them the LoRA
+            # halved raw-text disfl_qa F1).
             steps.append([*trainer, "train", "--stage", "decoder", *common, "--lr-adapter", "3e-4",
                           "--lr-encoder", "1e-4", "--lr-decoder", "1e-4", "--w-reconstruction", "1.0",
-                          "--reconstruct-fraction", "1.0", "--max-minutes", f"{share * args.decoder_share:.2f}",
+                          "--reconstruct-fraction", "1.0", "--w-raw-keep", "2.0", "--decoder-qa-fraction", "0.25",
+                          "--max-minutes", f"{share * args.decoder_share:.2f}",
                           "--init-from", str(runs / f"n{n}" / last / "latest.pt")])
             last = "decoder"
         for stage in dict.fromkeys(("encoder", last)):  # the QA stage's cost on the continuation figures, side by side

@@ -45,7 +45,9 @@ def test_each_ratio_runs_adapter_encoder_qa_then_decoder_each_from_the_last(gpu_
             assert flag(nxt, "--init-from") == str(Path(flag(prev, "--out")) / flag(prev, "--stage") / "latest.pt")
     assert sum(float(flag(s, "--max-minutes")) for s in trains) == pytest.approx(18, abs=0.05)
     assert all(flag(s, "--w-interleaved") == "0.5" for s in trains if flag(s, "--stage") == "qa")
-    assert all(flag(s, "--reconstruct-fraction") == "1.0" for s in trains if flag(s, "--stage") == "decoder")
+    decoder = [s for s in trains if flag(s, "--stage") == "decoder"]
+    assert all(flag(s, "--reconstruct-fraction") == "1.0" and flag(s, "--w-raw-keep") == "2.0"
+               and flag(s, "--decoder-qa-fraction") == "0.25" for s in decoder)
     evals = [Path(flag(s, "--ckpt")).parent.name for s in steps if "eval" in s]
     assert evals == ["encoder", "decoder", "encoder", "decoder"]  # the later stages' cost beside their start
 

@@ -98,6 +98,22 @@ def test_the_shared_prefill_answers_raw_as_a_plain_prefill_does(runner):
                                                            *item.after], max_new_tokens=6)
 
 
+def test_latent_methods_run_on_their_ratios_decoder_and_the_baselines_on_the_base(runner):
+    """Parts with a decoder LoRA are read by an adapted copy in the app; the bench reads them the same way,
+    while raw text, RAG and the other baselines stay on the base decoder (what a system without LCLM runs)."""
+    base = runner.ev
+    adapted = TorchDecoder(tiny.decoder("qwen"), tiny.tokenizer("qwen"))
+    ev4 = Evaluator(adapted, base.compressor, prefill_chunk=64)
+    r = Runner({4: ev4}, method_names([4]), window=8, base=base)
+
+    def finish(dec, logits, snapkv):
+        return {"answer": "", "decoder": "adapted" if dec is adapted else "base" if dec is base.decoder else "?"}
+
+    out = by_method(r.run(item_of(r), finish))
+    assert {m: o.result["decoder"] for m, o in out.items()} == {
+        m: "adapted" if m in ("latents-4", "latents+exp-4") else "base" for m in r.methods}
+
+
 def test_a_context_too_long_for_the_decoder_leaves_raw_and_snapkv_na(runner, monkeypatch):
     item = item_of(runner, TEXT * 2)
     total = sum(len(s) for s in item.segments)

@@ -386,3 +386,82 @@ def test_interleaved_objective_reads_raw_chunks_between_latent_blocks(workdir, t
     with pytest.raises(ValueError, match="multiple of the ratio"):
         build_module(config(workdir, tmp_path, interleave_chunk=6), AutoModelForCausalLM.from_pretrained(workdir / "decoder"),
                      AutoTokenizer.from_pretrained(workdir / "decoder"))
+
+
+def _decoder_stage_module(workdir, tmp_path, **weights):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lclm_core.train.objectives import LossWeights
+
+    cfg = config(workdir, tmp_path, stage="decoder", passage_len=48, window=64, restricted_vocab=0,
+                 weights=LossWeights(**weights))
+    return build_module(cfg, AutoModelForCausalLM.from_pretrained(workdir / "decoder"),
+                        AutoTokenizer.from_pretrained(workdir / "decoder"))
+
+
+def test_raw_keep_is_the_adapted_decoders_drift_from_the_untouched_one_on_plain_text(workdir, tmp_path):
+    from lclm_core.train.qa import collate
+
+    module = _decoder_stage_module(workdir, tmp_path, raw_keep=1.0)
+    rng = np.random.default_rng(3)
+    x, y, ans, valid = (torch.tensor(a) for a in collate([qa_sampler(workdir).sample(rng) for _ in range(2)], 0))
+    # A fresh LoRA (B = 0) is the untouched decoder: nothing to keep yet.
+    assert module(x, y, 0, 0, ans, valid)[1]["raw_keep"] == 0.0
+    with torch.no_grad():
+        for n, p in module.decoder.named_parameters():
+            if n.endswith("lora_B"):
+                p.normal_(0, 0.05)
+    loss, parts = module(x, y, 0, 0, ans, valid)
+    assert parts["raw_keep"] > 0
+    loss.backward()
+    assert all(p.grad is not None for n, p in module.decoder.named_parameters() if n.endswith("lora_B"))
+    # Right padding past the real tokens is not plain text to keep.
+    pad = torch.zeros(2, 5, dtype=torch.long)
+    padded = module(x, torch.cat([y, pad], 1), 0, 0, torch.cat([ans, pad.bool()], 1), torch.cat([valid, pad.bool()], 1))
+    assert padded[1]["raw_keep"] == pytest.approx(parts["raw_keep"], rel=1e-5)
+    # Without a decoder LoRA (the encoder stage) there is no drift and no extra pass.
+    from transformers import AutoModelForCausalLM
+
+    enc = build_module(config(workdir, tmp_path, stage="encoder", passage_len=48, window=64, weights=module.w),
+                       AutoModelForCausalLM.from_pretrained(workdir / "decoder"), module.compressor.tokenizer)
+    assert "raw_keep" not in enc(x, y, 0, 0, ans, valid)[1]
+
+
+def test_raw_keep_holds_a_reconstruction_trained_decoder_lora_to_plain_texts_reading(workdir, tmp_path):
+    """The same decoder stage, with and without the anchor: with it, the LoRA moves the
+    decoder's reading of raw held-out text far less."""
+    from transformers import AutoModelForCausalLM
+
+    from lclm_core.train.objectives import LossWeights
+
+    held = TokenShards(workdir / "shards", "heldout")
+    raw = torch.tensor(np.stack([held.sample(np.random.default_rng(i), 40, 8).passage for i in range(4)]))
+    base = AutoModelForCausalLM.from_pretrained(workdir / "decoder").eval()
+    with torch.no_grad():
+        want = base.model(raw).last_hidden_state
+
+    def drift(**w) -> float:
+        out = tmp_path / ("keep" if w.get("raw_keep") else "free")
+        latest = train(config(workdir, out, stage="decoder", steps=10, lr_decoder=2e-3, lr_adapter=0.0,
+                              weights=LossWeights(continuation=0, distill_hidden=0, distill_kl=0, latent_align=0,
+                                                  reconstruction=1.0, **w), reconstruct_fraction=1.0))
+        module, _, _ = module_from_checkpoint(latest)
+        with torch.no_grad():
+            got = module.decoder.model(raw).last_hidden_state
+        return float((got - want).pow(2).mean() / want.pow(2).mean())
+
+    free, kept = drift(), drift(raw_keep=10.0)
+    assert free > 1e-3  # the reconstruction LoRA did move the decoder
+    assert kept < 0.5 * free, (kept, free)
+
+
+def test_decoder_stage_can_mix_in_qa_batches(workdir, tmp_path):
+    out = tmp_path / "run"
+    latest = train(config(workdir, out, stage="decoder", steps=6, passage_len=48, window=64,
+                          decoder_qa_fraction=0.5, weights={"raw_keep": 1.0}))
+    logged = [h for h in torch.load(latest, weights_only=False)["history"] if "loss" in h]
+    assert {"qa" if "qa_continuation" in h else "plain" for h in logged} == {"qa", "plain"}
+    assert all("qa_raw_keep" in h for h in logged if "qa_continuation" in h)
+    # Off by default: a decoder stage is plain batches unless asked.
+    plain = train(config(workdir, tmp_path / "plain", stage="decoder", steps=3, passage_len=48, window=64))
+    assert not any("qa_continuation" in h for h in torch.load(plain, weights_only=False)["history"] if "loss" in h)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..encoder import Window
-from ..lora import lora_disabled
+from ..lora import LoRALinear, lora_disabled
 from ..model import LCLMCompressor
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class LossWeights:
     distill_kl: float = 0.5
     latent_align: float = 0.2
     interleaved: float = 0.0
+    raw_keep: float = 0.0
 
 
 def rel_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -101,6 +102,8 @@ class LCLMTrainModule(nn.Module):
         if interleave_chunk % n:
             raise ValueError(f"interleave_chunk {interleave_chunk} must be a multiple of the ratio {n}")
         self.interleave_chunk = interleave_chunk
+        # raw_keep has something to keep only where the decoder carries a LoRA.
+        self.adapted = any(isinstance(m, LoRALinear) for m in decoder.modules())
 
     # --- pieces --------------------------------------------------------------
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -195,13 +198,25 @@ class LCLMTrainModule(nn.Module):
         marks = self.embed(torch.tensor([[self.bos, self.start]], device=dev)).expand(b, -1, -1)
         end = self.embed(torch.tensor([[self.end]], device=dev)).expand(b, -1, -1)
         parts: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=dev)
 
-        need_teacher = w.distill_hidden or w.distill_kl or w.latent_align or w.interleaved
+        keep_raw = bool(w.raw_keep) and self.adapted
+        need_teacher = w.distill_hidden or w.distill_kl or w.latent_align or w.interleaved or keep_raw
         teacher_h = None
+        ids = torch.cat([torch.full((b, 1), self.bos, device=dev), passages, continuations], 1)
         if need_teacher:
             with torch.no_grad(), lora_disabled(self.decoder):  # the teacher is the untouched decoder
-                ids = torch.cat([torch.full((b, 1), self.bos, device=dev), passages, continuations], 1)
                 teacher_h = self._run(self.embed(ids), True).hidden_states  # each (B, 1+T+Y, H)
+        if keep_raw:
+            # The adapted decoder on the same raw tokens; padding (QA batches) does not count.
+            real = torch.ones(b, t_len + y_len, dtype=torch.bool, device=dev)
+            if valid is not None:
+                real[:, t_len:] = valid
+            r_h = self._run(self.embed(ids), True).hidden_states
+            parts["raw_keep"] = sum(rel_mse(r_h[l][:, 1:][real], teacher_h[l][:, 1:][real])
+                                    for l in self.distill_layers) / len(self.distill_layers)
+            total = total + w.raw_keep * parts["raw_keep"]
+            del r_h
 
         # Student: [bos][start] z [end] y
         s_emb = torch.cat([marks, z.to(dt), end, self.embed(continuations)], 1)
@@ -209,7 +224,6 @@ class LCLMTrainModule(nn.Module):
         y0 = 3 + m  # student position of y[0]
         pred = slice(y0 - 1, y0 + y_len - 1)  # positions that predict y
         last = s_out.last_hidden_state
-        total = torch.zeros((), device=dev)
         if w.continuation or w.distill_kl:
             t_last = teacher_h[-1][:, t_len : t_len + y_len] if (w.distill_kl and teacher_h is not None) else None
             s_last, targets = last[:, pred], continuations

@@ -6,6 +6,10 @@ previous stage's with ``--init-from``):
   encoder  - + LoRA on the encoder's layers (the encoder is a trainable copy of
              the decoder's first layers; LoRA keeps the shipped parts small);
   decoder  - + LoRA on the decoder (the teacher stays the untouched decoder);
+             ``--w-raw-keep`` holds its reading of plain text to the
+             untouched decoder's, and ``--decoder-qa-fraction`` mixes in QA
+             batches, so that what the LoRA learns for latents does not cost
+             the raw-text QA the app also relies on;
   qa       - QA tuning, training what the encoder stage trains: a share of
              the steps (``--qa-fraction``) are question-answer batches made
              from the shards (qa.py; loss on the answers, the teacher's hidden
@@ -92,6 +96,7 @@ class TrainConfig:
     init_from: str | None = None
     max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
     qa_fraction: float = 0.5  # stage qa: share of steps that are QA batches
+    decoder_qa_fraction: float = 0.0  # stage decoder: share of steps that are QA batches
     qa_unknown_share: float = 0.15  # stage qa: share of fact questions whose fact was left out
     interleave_chunk: int = 32  # tokens per chunk of the interleaved objective (a multiple of the ratio)
 
@@ -252,7 +257,8 @@ def train(cfg: TrainConfig) -> Path:
         log.info("initialised from %s (%d tokens seen before)", cfg.init_from, tokens)
     ddp_module, optimizer = acc.prepare(module, optimizer)
     shards = TokenShards(Path(cfg.data), "train")
-    qa = QASampler(shards, tok, cfg.passage_len, cfg.qa_unknown_share) if cfg.stage == "qa" else None
+    qa_share = {"qa": cfg.qa_fraction, "decoder": cfg.decoder_qa_fraction}.get(cfg.stage, 0.0)
+    qa = QASampler(shards, tok, cfg.passage_len, cfg.qa_unknown_share) if qa_share > 0 else None
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     heldout = None
     if cfg.eval_every and acc.is_main_process:
@@ -272,7 +278,7 @@ def train(cfg: TrainConfig) -> Path:
         for g, lr in zip(optimizer.param_groups, base_lrs):
             g["lr"] = lr * lr_at(step, cfg, (time.time() - t0) / 60)
         # Every process takes the same kind of step (the choice ignores the rank).
-        if qa is not None and np.random.default_rng([cfg.seed, step]).random() < cfg.qa_fraction:
+        if qa is not None and np.random.default_rng([cfg.seed, step]).random() < qa_share:
             x, y, ans, valid = (torch.tensor(a, device=acc.device)
                                 for a in collate([qa.sample(rng) for _ in range(cfg.batch_size)], pad_id))
             loss, parts = ddp_module(x, y, 0, step, ans, valid)
