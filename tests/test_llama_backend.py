@@ -44,7 +44,7 @@ PASSAGE = (
     "Greyhound, which sank in the storm of 1894 with a cargo of slate. Visitors climb 187 steps to the gallery."
 )
 QUESTION = " Question: Who built the lighthouse at Port Aran? Answer:"
-TOP5_MARGIN = 0.25  # logits; llama.cpp vs torch fp32 differ by ~0.2 near the top, ~1 at most over the vocabulary
+TOP5_MARGIN = 0.4  # logits; llama.cpp vs torch fp32 differ by ~0.2-0.3 near the top (0.31 seen on a CPU without AMX), ~1 at most over the vocabulary
 
 
 def tv(a: torch.Tensor, b: torch.Tensor) -> float:
