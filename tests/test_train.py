@@ -400,6 +400,8 @@ def _decoder_stage_module(workdir, tmp_path, **weights):
 
 
 def test_raw_keep_is_the_adapted_decoders_drift_from_the_untouched_one_on_plain_text(workdir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
     from lclm_core.train.qa import collate
 
     module = _decoder_stage_module(workdir, tmp_path, raw_keep=1.0)
@@ -420,8 +422,6 @@ def test_raw_keep_is_the_adapted_decoders_drift_from_the_untouched_one_on_plain_
     padded = module(x, torch.cat([y, pad], 1), 0, 0, torch.cat([ans, pad.bool()], 1), torch.cat([valid, pad.bool()], 1))
     assert padded[1]["raw_keep"] == pytest.approx(parts["raw_keep"], rel=1e-5)
     # Without a decoder LoRA (the encoder stage) there is no drift and no extra pass.
-    from transformers import AutoModelForCausalLM
-
     enc = build_module(config(workdir, tmp_path, stage="encoder", passage_len=48, window=64, weights=module.w),
                        AutoModelForCausalLM.from_pretrained(workdir / "decoder"), module.compressor.tokenizer)
     assert "raw_keep" not in enc(x, y, 0, 0, ans, valid)[1]
