@@ -216,6 +216,13 @@ def with_own_layers(model: nn.Module) -> nn.Module:
     parameters; the 262k-row embedding is shared), so a process can hold the
     base and a changed decoder at once, and the base (cached, shared by the
     encoders and the other ratios) is never changed in place.
+
+    The copy has one config of its own, the object its model, its inner model
+    and every copied layer hold: transformers switches attention kernels
+    (``set_attn_implementation("eager")``, which the attention skim and
+    SnapKV need to read attention) on the model's config, and each attention
+    layer reads its own reference. A deep copy of the layers alone would give
+    them a config of their own that the switch never reaches.
     """
 
     def shallow(m: nn.Module) -> nn.Module:
@@ -223,10 +230,13 @@ def with_own_layers(model: nn.Module) -> nn.Module:
         c._modules, c._parameters, c._buffers = dict(m._modules), dict(m._parameters), dict(m._buffers)
         return c
 
+    cfg = copy.deepcopy(model.config)
     inner = shallow(model.model)
-    inner.layers = copy.deepcopy(model.model.layers)
+    inner.layers = copy.deepcopy(model.model.layers, memo={id(model.config): cfg, id(model.model.config): cfg})
+    inner.config = cfg
     outer = shallow(model)
     outer.model = inner
+    outer.config = cfg
     return outer
 
 

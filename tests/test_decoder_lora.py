@@ -43,6 +43,27 @@ def test_the_adapted_copy_computes_the_lora_model_and_leaves_the_base_alone():
     assert adapted.model.layers[0].self_attn.q_proj.weight is not base.model.layers[0].self_attn.q_proj.weight
 
 
+def test_the_adapted_copy_reads_out_attention_like_the_base():
+    """The attention skim and SnapKV switch the decoder to eager attention to read it: the switch must
+    reach the copied layers (they once kept a config of their own, and returned no attentions)."""
+    base = tiny.decoder("gemma", layers=2)
+    adapted = adapted_copy(base, random_lora(base), scale=4.0)
+    assert all(layer.self_attn.config is adapted.config for layer in adapted.model.layers)
+    ids = torch.tensor([[2, 17, 33, 54, 9, 71]])
+    adapted.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = adapted(ids, output_attentions=True)
+    finally:
+        adapted.set_attn_implementation("sdpa")
+    assert len(out.attentions) == 2 and out.attentions[0].shape[-2:] == (6, 6)
+    # The base keeps its own setting: switching the copy does not switch the shared, cached base.
+    assert base.config._attn_implementation == "sdpa"
+    adapted.set_attn_implementation("eager")
+    assert base.config._attn_implementation == "sdpa"
+    adapted.set_attn_implementation("sdpa")
+
+
 def test_gguf_adapter_names_shapes_and_alpha_are_what_llama_cpp_reads(tmp_path):
     import gguf
 
