@@ -97,11 +97,17 @@ def test_decoder_stage_parts_ship_the_decoder_lora_that_the_app_reads_with(tmp_p
     parts = export_parts(ckpt, tmp_path / "parts" / "ratio-4")
     meta = json.loads((parts / "base.json").read_text())
     assert (parts / "decoder" / "lora.safetensors").exists() and meta["decoder_lora_scale"] == 32.0 / 4
-    # Stored in fp16 (half the bytes in the repo); the logits below show that costs nothing that matters.
+    # Stored in fp16 (half the bytes in the repo). This LoRA, one step at rate 0.05, is far larger than a
+    # trained one, so fp16 rounding moves its logits by up to ~0.1; the comparison below is with the
+    # trained module's LoRA rounded the same way, and pins the merge, not the storage.
     from safetensors.torch import load_file
     assert {v.dtype for v in load_file(str(parts / "decoder" / "lora.safetensors")).values()} == {torch.float16}
 
     module, _, _ = module_from_checkpoint(ckpt, CPU32)  # the decoder with its LoRA wrappers, as trained
+    with torch.no_grad():
+        for name, p in module.decoder.named_parameters():
+            if "lora_" in name:
+                p.copy_(p.half().float())
     base, _ = load_default_decoder(CPU32)
     app, _ = load_default_decoder(CPU32, ratio=4, parts_dir=tmp_path / "parts")
     x = torch.tensor([ids[:40]])
