@@ -230,13 +230,13 @@ def with_own_layers(model: nn.Module) -> nn.Module:
         c._modules, c._parameters, c._buffers = dict(m._modules), dict(m._parameters), dict(m._buffers)
         return c
 
-    cfg = copy.deepcopy(model.config)
+    memo: dict = {}  # one memo, so that every reference to a config lands on the same copy of it
     inner = shallow(model.model)
-    inner.layers = copy.deepcopy(model.model.layers, memo={id(model.config): cfg, id(model.model.config): cfg})
-    inner.config = cfg
+    inner.config = copy.deepcopy(model.model.config, memo)
+    inner.layers = copy.deepcopy(model.model.layers, memo)
     outer = shallow(model)
+    outer.config = copy.deepcopy(model.config, memo)  # the inner one for a causal LM: the same object
     outer.model = inner
-    outer.config = cfg
     return outer
 
 
