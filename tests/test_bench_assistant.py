@@ -18,6 +18,7 @@ def test_smoke_run_prints_one_row_per_mode(tmp_path):
     table = out.with_suffix(".md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| 600 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["latent", "rag"]
+    assert [r.split("|")[4].strip() for r in rows] == ["2", "2"]  # the questions each mode answered
     assert "n/a" not in table
 
 
