@@ -17,6 +17,7 @@ Accuracy: SQuAD exact match and token F1, best over the targets.
 
     python bench/assistant.py --lengths 4096 16384 --questions 10 --out bench/results/assistant
     python bench/assistant.py --smoke          # one tiny folder, two questions: seconds (CI runs it)
+    python bench/assistant.py --paired before.json after.json   # two runs, question by question
 """
 
 from __future__ import annotations
@@ -137,6 +138,40 @@ def table(results: list[dict]) -> str:
     return head + "\n".join(lines)
 
 
+def paired(before: list[dict], after: list[dict]) -> str:
+    """Two runs of the same folders and questions, question by question: the change and its standard error.
+
+    Greedy answers are deterministic, so the only variation is between questions; pairing them removes
+    the part that both runs share (a hard question is hard for both), which is what lets 71 questions
+    tell a 4-point change from noise.
+    """
+    def key(r: dict) -> tuple:
+        return r["length"], r["mode"], r["ratio"], r.get("style", "append")
+
+    head = ("| folder tokens | mode | N | questions | before EM / F1 | after EM / F1 | change EM (SE) | change F1 (SE) "
+            "| answers that changed |\n|---|---|---|---|---|---|---|---|---|\n")
+    ok = {key(r): r for r in after if "error" not in r}
+    lines = []
+    for b in before:
+        a = ok.get(key(b))
+        if a is None or "error" in b:
+            continue
+        pairs = list(zip(b["rows"], a["rows"], strict=True))  # same folder, same questions, same order
+        n = len(pairs)
+
+        def change(metric: str) -> str:
+            d = [100 * (y[metric] - x[metric]) for x, y in pairs]
+            se = statistics.stdev(d) / n ** 0.5 if n > 1 else float("nan")
+            return f"{statistics.mean(d):+.1f} ({se:.1f})"
+
+        def score(rows: list[dict]) -> str:
+            return f"{100 * statistics.mean(x['em'] for x in rows):.1f} / {100 * statistics.mean(x['f1'] for x in rows):.1f}"
+        changed = sum(x["text"] != y["text"] for x, y in pairs)
+        lines.append(f"| {b['length']} | {b['mode']} | {b['ratio'] if b['mode'] == 'latent' else '-'} | {n} | "
+                     f"{score(b['rows'])} | {score(a['rows'])} | {change('em')} | {change('f1')} | {changed} |")
+    return head + "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384, 32768])
@@ -146,9 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/lcd-bench-assistant"))
     p.add_argument("--out", type=Path)
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--paired", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                   help="compare two runs' .json question by question (e.g. two sets of parts) and exit")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.paired:
+        before, after = (json.loads(f.read_text()) for f in args.paired)
+        print(f"{args.paired[0]} -> {args.paired[1]}, paired by question\n\n" + paired(before, after))
+        return 0
     if args.one:
         print("RESULT " + json.dumps(run_one(args)))
         return 0

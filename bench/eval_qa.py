@@ -77,6 +77,7 @@ import math
 import os
 import random
 import re
+import shlex
 import shutil
 import string
 import subprocess
@@ -891,6 +892,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         md, report = run(args)
     finally:
         torch.set_num_threads(threads)  # main() may run inside another process (the tests)
+    # The command that made the figures travels with them (trainer export copies it into base.json).
+    report["command"] = "python bench/eval_qa.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     print(md)
     if args.out:
         log.info("wrote %s and %s", *write_report(args.out, md, report, indent=1))

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import eval_qa as E  # noqa: E402
 from lclm_core.inputs import Latents, Text  # noqa: E402
 from lclm_core.torch_backend import TorchDecoder  # noqa: E402
+from lclm_core.train.trainer import qa_figures  # noqa: E402
 
 
 # --- BM25 ------------------------------------------------------------------------------------
@@ -341,3 +342,9 @@ def test_smoke_run_end_to_end(tmp_path, capsys):
     assert set(report["summary"]["disfl_qa"]) == set(E.CONDITIONS)
     assert report["compressor"]["trained"] in (True, False)
     assert report["summary"]["needle"]["raw"]["256"] is not None
+    # trainer export --qa-report turns this report into the model card's figures, command included.
+    assert report["command"] == f"python bench/eval_qa.py --smoke --threads 1 --dtype float32 --out {out}"
+    args = report["args"]
+    figs = qa_figures(report)
+    assert figs == {f"needle_256_{len(args['depths']) * args['trials']}_haystacks": report["summary"]["needle"],
+                    f"disfl_qa_{args['n']}": report["summary"]["disfl_qa"], "qa_measured": report["command"]}

@@ -9,7 +9,7 @@ import torch
 from lclm_core.default_model import default_compressor, load_default_decoder
 from lclm_core.device import Placement
 from lclm_core.train.data import ShardWriter
-from lclm_core.train.trainer import TrainConfig, export_parts, module_from_checkpoint, train
+from lclm_core.train.trainer import TrainConfig, export_parts, main, module_from_checkpoint, train
 
 pytestmark = pytest.mark.integration
 CPU32 = Placement(torch.device("cpu"), torch.float32)
@@ -42,7 +42,23 @@ def test_trained_parts_export_and_load_as_the_default(tmp_path):
                encoder_lora_rank=4, save_every=2)
     first = train(TrainConfig(**cfg))
     ckpt = train(TrainConfig(**{**cfg, "stage": "encoder", "init_from": str(first)}))
-    parts = export_parts(ckpt, tmp_path / "parts" / "ratio-4", figures={"note": "test"})
+    # The documented chain: trainer eval --out, then export with it and a QA report beside it.
+    figs = tmp_path / "eval.json"
+    assert main(["eval", "--ckpt", str(ckpt), "--data", str(tmp_path / "shards"), "--examples", "2",
+                 "--qa-examples", "0", "--batch-size", "2", "--out", str(figs)]) == 0
+    qa = tmp_path / "qa.json"
+    needle = {"raw": {"4096": 1.0}, "latents+quotes": {"4096": 0.9}}
+    qa.write_text(json.dumps({"args": {"lengths": [4096], "depths": [0.0, 0.5], "trials": 2, "n": 40},
+                              "summary": {"needle": needle, "disfl_qa": {"raw": {"f1": 0.3}}},
+                              "command": "python bench/eval_qa.py --n 40"}))
+    parts = tmp_path / "parts" / "ratio-4"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(parts), "--figures", str(figs), "--qa-report", str(qa)]) == 0
+    card = json.loads((parts / "base.json").read_text())["figures"]
+    assert card["examples"] == 2 and "recon_greedy_acc" in card
+    assert card["measured"].endswith(f"python -m lclm_core.train.trainer eval --ckpt {ckpt} --data {tmp_path / 'shards'} "
+                                     f"--examples 2 --qa-examples 0 --batch-size 2 --out {figs}")
+    assert card["needle_4k_4_haystacks"] == needle and card["disfl_qa_40"] == {"raw": {"f1": 0.3}}
+    assert card["qa_measured"] == "python bench/eval_qa.py --n 40"
     assert (parts / "adapter" / "adapter.safetensors").exists() and (parts / "encoder" / "lora.safetensors").exists()
     assert (parts / "encoder" / "lora.safetensors").stat().st_size < 8_000_000  # a few MB at most
 

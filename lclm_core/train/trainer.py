@@ -35,6 +35,8 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -403,6 +405,23 @@ def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description
     return out
 
 
+def qa_figures(report: dict) -> dict:
+    """The model card's share of a ``bench/eval_qa.py`` report: its summary, named by what it measured.
+
+    Keys carry the sample sizes (``needle_4k_20_haystacks``, ``disfl_qa_40``) so that a reader of
+    base.json sees how much a figure can be trusted without opening the report.
+    """
+    args, summ, out = report.get("args", {}), report.get("summary", {}), {}
+    if "needle" in summ:
+        lengths = "-".join(f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in map(int, args.get("lengths", [])))
+        out[f"needle_{lengths}_{len(args.get('depths', [])) * int(args.get('trials', 0))}_haystacks"] = summ["needle"]
+    if "disfl_qa" in summ:
+        out[f"disfl_qa_{args.get('n')}"] = summ["disfl_qa"]
+    if out and report.get("command"):
+        out["qa_measured"] = report["command"]
+    return out
+
+
 def _parse_config(args: argparse.Namespace) -> TrainConfig:
     kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
     w = {k: getattr(args, f"w_{k}") for k in WEIGHT_NAMES
@@ -441,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     x = sub.add_parser("export")
     x.add_argument("--ckpt", type=Path, required=True)
     x.add_argument("--out", type=Path, required=True)
-    x.add_argument("--figures", type=Path, help="a JSON file of evaluation figures for the model card")
+    x.add_argument("--figures", type=Path, help="a JSON file of evaluation figures for the model card (trainer eval --out)")
+    x.add_argument("--qa-report", type=Path, help="a bench/eval_qa.py report (its .json) whose summary joins the figures")
     x.add_argument("--description", default="", help="how the checkpoint was trained (hardware, time), for base.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -457,11 +477,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.qa_examples:
             figures.update(heldout_qa(module, args.data, args.qa_examples, min(args.qa_passage_len, cfg.window),
                                       args.batch_size))
+        figures["measured"] = (f"held-out, {figures.get('examples', 0)} examples, batch {args.batch_size}, "
+                               f"{os.cpu_count()}-core {resolve(cfg.device, cfg.dtype)}: python -m lclm_core.train.trainer "
+                               + shlex.join(sys.argv[1:] if argv is None else argv))
         print(json.dumps(figures, indent=2))
         if args.out:
             args.out.write_text(json.dumps(figures, indent=2) + "\n")
     else:
-        figures = json.loads(args.figures.read_text()) if args.figures else None
+        figures = json.loads(args.figures.read_text()) if args.figures else {}
+        if args.qa_report:
+            figures.update(qa_figures(json.loads(args.qa_report.read_text())))
         print(export_parts(args.ckpt, args.out, figures, args.description))
     return 0
 
