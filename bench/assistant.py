@@ -150,6 +150,14 @@ def paired(before: list[dict], after: list[dict]) -> str:
 
     head = ("| folder tokens | mode | N | questions | before EM / F1 | after EM / F1 | change EM (SE) | change F1 (SE) "
             "| answers that changed |\n|---|---|---|---|---|---|---|---|---|\n")
+    def score(rows: list[dict]) -> str:
+        return f"{100 * statistics.mean(x['em'] for x in rows):.1f} / {100 * statistics.mean(x['f1'] for x in rows):.1f}"
+
+    def change(pairs: list[tuple[dict, dict]], metric: str) -> str:
+        d = [100 * (y[metric] - x[metric]) for x, y in pairs]
+        se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+        return f"{statistics.mean(d):+.1f} ({se:.1f})"
+
     ok = {key(r): r for r in after if "error" not in r}
     lines = []
     for b in before:
@@ -157,18 +165,9 @@ def paired(before: list[dict], after: list[dict]) -> str:
         if a is None or "error" in b:
             continue
         pairs = list(zip(b["rows"], a["rows"], strict=True))  # same folder, same questions, same order
-        n = len(pairs)
-
-        def change(metric: str) -> str:
-            d = [100 * (y[metric] - x[metric]) for x, y in pairs]
-            se = statistics.stdev(d) / n ** 0.5 if n > 1 else float("nan")
-            return f"{statistics.mean(d):+.1f} ({se:.1f})"
-
-        def score(rows: list[dict]) -> str:
-            return f"{100 * statistics.mean(x['em'] for x in rows):.1f} / {100 * statistics.mean(x['f1'] for x in rows):.1f}"
         changed = sum(x["text"] != y["text"] for x, y in pairs)
-        lines.append(f"| {b['length']} | {b['mode']} | {b['ratio'] if b['mode'] == 'latent' else '-'} | {n} | "
-                     f"{score(b['rows'])} | {score(a['rows'])} | {change('em')} | {change('f1')} | {changed} |")
+        lines.append(f"| {b['length']} | {b['mode']} | {b['ratio'] if b['mode'] == 'latent' else '-'} | {len(pairs)} | "
+                     f"{score(b['rows'])} | {score(a['rows'])} | {change(pairs, 'em')} | {change(pairs, 'f1')} | {changed} |")
     return head + "\n".join(lines)
 
 
