@@ -59,17 +59,25 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def build_folder(examples: list[dict], length: int, folder: Path, tokenizer, n_questions: int, seed: int = 0) -> list[dict]:
-    """Write paragraphs until the folder holds ``length`` tokens; return answerable questions about them."""
+def build_folder(examples: list[dict], length: int, folder: Path, tokenizer, n_questions: int, seed: int = 0,
+                 taken: set[str] | None = None) -> list[dict]:
+    """Write paragraphs until the folder holds ``length`` tokens; return answerable questions about them.
+
+    ``taken``: paragraphs already in other folders of the same length, skipped here and
+    added to, so several folders give disjoint questions (one 4k folder holds only ~15).
+    """
     rng = random.Random(seed)
     order = list(range(len(examples)))
     rng.shuffle(order)
     folder.mkdir(parents=True, exist_ok=True)
+    taken = set() if taken is None else taken
     seen: dict[str, str] = {}
     total = 0
     questions = []
     for i in order:
         ex = parse_disfl_example(examples[i], i)
+        if ex.passage in taken and ex.passage not in seen:
+            continue
         if ex.passage not in seen:
             n = len(tokenizer(ex.passage, add_special_tokens=False)["input_ids"])
             if total + n > length:
@@ -77,6 +85,7 @@ def build_folder(examples: list[dict], length: int, folder: Path, tokenizer, n_q
             name = f"paragraph-{len(seen):03d}.txt"
             (folder / name).write_text(ex.passage + "\n")
             seen[ex.passage] = name
+            taken.add(ex.passage)
             total += n
         if ex.answerable and len(questions) < n_questions:
             questions.append({"question": ex.question, "targets": ex.targets, "file": seen[ex.passage]})
@@ -116,6 +125,12 @@ def run_one(args: argparse.Namespace) -> dict:
     return {**spec, "rows": rows, "loaded_rss_mb": loaded, "peak_rss_mb": peak}
 
 
+def _folder_label(r: dict) -> str:
+    """The folder's length, and which of that length's folders it is where there are several."""
+    k = r.get("folder_index", 0)
+    return f"{r['length']}" + (f" (folder {k + 1})" if k else "")
+
+
 def table(results: list[dict]) -> str:
     head = ("| folder tokens | mode | N | questions | EM | F1 | passage cited | TTFT cold (s) | TTFT warm, median (s) | "
             "prompt positions | its KV (MB, computed) | RSS with models loaded (MB) | peak RSS answering (MB) |\n"
@@ -125,13 +140,13 @@ def table(results: list[dict]) -> str:
         mode = r["mode"] + (" (in place)" if r.get("style") == "inplace" else "")
         n = r["ratio"] if r["mode"] == "latent" else "-"
         if "error" in r:
-            lines.append(f"| {r['length']} | {mode} | {n} | | n/a: {r['error'][:80]} | | | | | | | | |")
+            lines.append(f"| {_folder_label(r)} | {mode} | {n} | | n/a: {r['error'][:80]} | | | | | | | | |")
             continue
         rows = r["rows"]
         warm = [x["ttft"] for x in rows[1:]] or [float("nan")]
         pos = statistics.median(x["positions"] for x in rows)
         lines.append(
-            f"| {r['length']} | {mode} | {n} | {len(rows)} | "
+            f"| {_folder_label(r)} | {mode} | {n} | {len(rows)} | "
             f"{100 * statistics.mean(x['em'] for x in rows):.0f}% | {100 * statistics.mean(x['f1'] for x in rows):.0f}% | "
             f"{100 * statistics.mean(x['cited'] for x in rows):.0f}% | {rows[0]['ttft']:.1f} | {statistics.median(warm):.2f} | "
             f"{pos:,.0f} | {pos * KV_BYTES_PER_POSITION / 2**20:,.0f} | {r['loaded_rss_mb']:,.0f} | {r['peak_rss_mb']:,.0f} |")
@@ -143,7 +158,8 @@ def paired(before: list[dict], after: list[dict]) -> str:
 
     Greedy answers are deterministic, so the only variation is between questions; pairing them removes
     the part that both runs share (a hard question is hard for both), which is what lets 71 questions
-    tell a 4-point change from noise.
+    tell a 4-point change from noise. The folders of one length are pooled (their questions are disjoint),
+    so each line is one length.
     """
     def key(r: dict) -> tuple:
         return r["length"], r["mode"], r["ratio"], r.get("style", "append")
@@ -158,23 +174,50 @@ def paired(before: list[dict], after: list[dict]) -> str:
         se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
         return f"{statistics.mean(d):+.1f} ({se:.1f})"
 
-    ok = {key(r): r for r in after if "error" not in r}
-    lines = []
+    ok = {(key(r), r.get("folder_index", 0)): r for r in after if "error" not in r}
+    pooled: dict[tuple, list[tuple[dict, dict]]] = {}
     for b in before:
-        a = ok.get(key(b))
+        a = ok.get((key(b), b.get("folder_index", 0)))
         if a is None or "error" in b:
             continue
-        pairs = list(zip(b["rows"], a["rows"], strict=True))  # same folder, same questions, same order
+        # same folder, same questions, same order
+        pooled.setdefault(key(b), []).extend(zip(b["rows"], a["rows"], strict=True))
+    lines = []
+    for (length, mode, ratio, _), pairs in pooled.items():
         changed = sum(x["text"] != y["text"] for x, y in pairs)
-        lines.append(f"| {b['length']} | {b['mode']} | {b['ratio'] if b['mode'] == 'latent' else '-'} | {len(pairs)} | "
-                     f"{score(b['rows'])} | {score(a['rows'])} | {change(pairs, 'em')} | {change(pairs, 'f1')} | {changed} |")
+        lines.append(f"| {length} | {mode} | {ratio if mode == 'latent' else '-'} | {len(pairs)} | "
+                     f"{score([x for x, _ in pairs])} | {score([y for _, y in pairs])} | {change(pairs, 'em')} | "
+                     f"{change(pairs, 'f1')} | {changed} |")
     return head + "\n".join(lines)
+
+
+def _run_folder(args: argparse.Namespace, examples: list[dict], tok, length: int, k: int, taken: set[str]) -> list[dict]:
+    """Folder k of this length (disjoint from the earlier ones), every configuration in its own process."""
+    tag = f"{length}" + (f"-{k}" if k else "")  # folder 0 keeps the one-folder runs' paths and questions
+    folder = args.work / f"folder-{tag}"
+    qfile = args.work / f"questions-{tag}.json"
+    qfile.write_text(json.dumps(build_folder(examples, length, folder, tok, args.questions, taken=taken)))
+    out = []
+    for conf in args.configs:
+        mode, n, *style = conf.split(":")
+        spec = {"length": length, "folder_index": k, "mode": mode, "ratio": int(n),
+                "style": style[0] if style else "append", "backend": args.backend, "folder": str(folder),
+                "questions": str(qfile), "data": str(args.work / f"data-{tag}-n{n}")}
+        done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+        out.append(json.loads(line[7:]) if line else {**spec, "error": done.stderr.strip()[-200:]})
+        log.info("%s", {kk: v for kk, v in out[-1].items() if kk != "rows"})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384, 32768])
-    p.add_argument("--questions", type=int, default=10)
+    p.add_argument("--questions", type=int, default=10, help="answerable questions per folder, at most")
+    p.add_argument("--folders", type=int, nargs="+", default=[1],
+                   help="folders per length, one number for all or one per --lengths (disjoint paragraphs: a 4k "
+                        "folder holds ~15 answerable questions, so 4 folders give a 4k figure ~60 questions wide)")
     p.add_argument("--configs", nargs="*", default=CONFIGS, help="mode:N[:inplace] (inplace: expanded passages replace their latents)")
     p.add_argument("--backend", default="llama.cpp")
     p.add_argument("--work", type=Path, default=Path("/tmp/lcd-bench-assistant"))
@@ -198,23 +241,15 @@ def main(argv: list[str] | None = None) -> int:
 
     tok = load_default_decoder()[1]
     examples = json.loads(ensure_disfl_qa().read_text())["examples"]
+    if len(args.folders) not in (1, len(args.lengths)):
+        p.error("--folders takes one number, or one per --lengths")
+    counts = args.folders * len(args.lengths) if len(args.folders) == 1 else args.folders
     results = []
     t0 = time.time()
-    for length in args.lengths:
-        folder = args.work / f"folder-{length}"
-        questions = build_folder(examples, length, folder, tok, args.questions)
-        qfile = args.work / f"questions-{length}.json"
-        qfile.write_text(json.dumps(questions))
-        for conf in args.configs:
-            mode, n, *style = conf.split(":")
-            spec = {"length": length, "mode": mode, "ratio": int(n), "style": style[0] if style else "append",
-                    "backend": args.backend, "folder": str(folder),
-                    "questions": str(qfile), "data": str(args.work / f"data-{length}-n{n}")}
-            done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
-                                  env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-            results.append(json.loads(line[7:]) if line else {**spec, "error": done.stderr.strip()[-200:]})
-            log.info("%s", {k: v for k, v in results[-1].items() if k != "rows"})
+    for length, count in zip(args.lengths, counts):
+        taken: set[str] = set()
+        for k in range(count):
+            results += _run_folder(args, examples, tok, length, k, taken)
     # A small folder holds fewer answerable questions than asked for: the table's column says how many each had.
     text = (f"bench/assistant.py, backend {args.backend}, up to {args.questions} answerable disfl_qa questions per folder, "
             f"{time.time() - t0:.0f} s\n\n" + table(results))

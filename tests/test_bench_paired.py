@@ -36,3 +36,36 @@ def test_runs_are_matched_by_folder_and_configuration_not_by_position(tmp_path):
     assert "| 4096 |" not in table  # the failed run has nothing to pair with
     assert row(table, 16384)[3:] == ["2", "100.0 / 100.0", "0.0 / 50.0", "-100.0 (0.0)", "-50.0 (0.0)", "2"]
     assert assistant.main(["--paired", str(tmp_path / "b.json"), str(tmp_path / "a.json")]) == 0
+
+
+def test_several_folders_of_one_length_are_pooled_into_one_line():
+    def folder(k: int, scores: list[tuple[float, float]], texts: list[str]) -> dict:
+        return {**run(4096, scores, texts), "folder_index": k}
+
+    before = [folder(0, [(0, 0.0)], ["a"]), folder(1, [(1, 1.0)], ["b"])]
+    after = [folder(1, [(1, 1.0)], ["b"]), folder(0, [(1, 1.0)], ["z"])]  # matched by folder, not position
+    cells = row(assistant.paired(before, after), 4096)
+    # F1 differences +100 (folder 0) and 0 (folder 1): mean +50, SD 70.71, SE 50.
+    assert cells[3:] == ["2", "50.0 / 50.0", "100.0 / 100.0", "+50.0 (50.0)", "+50.0 (50.0)", "1"]
+
+
+class _WordTokenizer:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+
+def test_folders_of_one_length_hold_disjoint_paragraphs(tmp_path):
+    paragraphs = [f"paragraph {i} " + "word " * 8 for i in range(12)]
+    examples = [{"input": f"what is {i}?\ncontext: {p}", "target": [str(i)]}
+                for i, p in enumerate(paragraphs) for _ in range(2)]  # two questions per paragraph
+    taken: set[str] = set()
+    folders = [assistant.build_folder(examples, 40, tmp_path / f"f{k}", _WordTokenizer(), 100, taken=taken)
+               for k in range(3)]
+    texts = [{f.read_text() for f in (tmp_path / f"f{k}").iterdir()} for k in range(3)]
+    assert all(len(t) == 4 for t in texts)  # 40 words hold four 10-word paragraphs
+    assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
+    for k, questions in enumerate(folders):  # every question is about a paragraph in its own folder
+        assert questions and all((tmp_path / f"f{k}" / q["file"]).read_text().startswith(
+            f"paragraph {q['targets'][0]} ") for q in questions)
+    # The first folder is the one a one-folder run builds: earlier results stay comparable.
+    assert assistant.build_folder(examples, 40, tmp_path / "again", _WordTokenizer(), 100) == folders[0]

@@ -104,6 +104,27 @@ def test_train_resume_and_next_stage(workdir, tmp_path):
     assert any(k.startswith("decoder.") and "lora_" in k for k in torch.load(dec, weights_only=False)["trainable"])
 
 
+def test_a_new_ratio_starts_its_decoder_stage_from_another_ratios_decoder_lora(workdir, tmp_path):
+    from lclm_core.train.trainer import read_decoder_lora
+
+    dec4 = train(config(workdir, tmp_path / "n4", stage="decoder", steps=2, lr_decoder=0.05))
+    trained = read_decoder_lora(dec4)
+    assert trained and all(k.startswith("decoder.") for k in trained)
+    assert any(v.abs().sum() > 0 for k, v in trained.items() if k.endswith("lora_B"))
+    enc8 = train(config(workdir, tmp_path / "n8", stage="encoder", ratio=8, steps=1))
+    # One step at learning rate 0 saves exactly what the run started from.
+    dec8 = train(config(workdir, tmp_path / "n8", stage="decoder", ratio=8, steps=1, init_from=str(enc8),
+                        init_decoder_from=str(dec4), lr_adapter=0.0, lr_encoder=0.0, lr_decoder=0.0))
+    ck = torch.load(dec8, weights_only=False)
+    for k, v in trained.items():
+        torch.testing.assert_close(ck["trainable"][k], v)
+    enc_state = torch.load(enc8, weights_only=False)["trainable"]
+    for k, v in enc_state.items():  # the compressor is still the N = 8 one
+        torch.testing.assert_close(ck["trainable"][k], v)
+    with pytest.raises(ValueError, match="no decoder LoRA"):
+        read_decoder_lora(enc8)
+
+
 def test_evaluation_reports_every_baseline(workdir, tmp_path):
     latest = train(config(workdir, tmp_path, steps=1))
     module, cfg, _ = module_from_checkpoint(latest)

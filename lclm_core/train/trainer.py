@@ -96,6 +96,9 @@ class TrainConfig:
     eval_examples: int = 32
     log_every: int = 10
     init_from: str | None = None
+    # The decoder LoRA alone, from another ratio's parts or checkpoint: reading latents out
+    # and answering briefly carry over between ratios, so a new ratio's decoder stage starts there.
+    init_decoder_from: str | None = None
     max_minutes: float = 0.0  # stop (and save) after this long; 0 = no limit
     qa_fraction: float = 0.5  # stage qa: share of steps that are QA batches
     decoder_qa_fraction: float = 0.0  # stage decoder: share of steps that are QA batches
@@ -228,10 +231,29 @@ def read_init(path: Path, ratio: int) -> tuple[dict[str, torch.Tensor], int]:
     lora = path / "encoder" / "lora.safetensors"
     if lora.exists():
         state.update({f"compressor.encoder.backbone.{k}": v for k, v in load_file(str(lora)).items()})
-    dec = path / "decoder" / "lora.safetensors"
-    if dec.exists():  # only a decoder stage has the LoRA wrappers to take it
-        state.update({f"decoder.model.{k}": v for k, v in load_file(str(dec)).items()})
+    if (path / "decoder" / "lora.safetensors").exists():  # only a decoder stage has the LoRA wrappers to take it
+        state.update(read_decoder_lora(path))
     return state, int(meta.get("tokens_seen", 0))
+
+
+def read_decoder_lora(path: Path) -> dict[str, torch.Tensor]:
+    """The decoder LoRA of shipped parts (a directory) or of a checkpoint, whatever its ratio.
+
+    The decoder reads latents of any ratio through the same LoRA shapes; only the
+    encoder side depends on N, so this is the one part that can move across ratios.
+    """
+    if path.is_dir():
+        from safetensors.torch import load_file
+
+        f = path / "decoder" / "lora.safetensors"
+        if not f.exists():
+            raise FileNotFoundError(f"{path} has no decoder LoRA ({f}): only a decoder stage's parts do")
+        return {f"decoder.model.{k}": v for k, v in load_file(str(f)).items()}
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    state = {k: v for k, v in ck["trainable"].items() if k.startswith("decoder.")}
+    if not state:
+        raise ValueError(f"{path} holds no decoder LoRA (stage {ck['config'].get('stage')})")
+    return state
 
 
 # --- the loop -----------------------------------------------------------------------
@@ -257,6 +279,9 @@ def train(cfg: TrainConfig) -> Path:
         trainable, tokens = read_init(Path(cfg.init_from), cfg.ratio)
         load_trainable(module, trainable)
         log.info("initialised from %s (%d tokens seen before)", cfg.init_from, tokens)
+    if cfg.init_decoder_from and not latest.exists():
+        load_trainable(module, read_decoder_lora(Path(cfg.init_decoder_from)))
+        log.info("decoder LoRA initialised from %s", cfg.init_decoder_from)
     ddp_module, optimizer = acc.prepare(module, optimizer)
     shards = TokenShards(Path(cfg.data), "train")
     qa_share = {"qa": cfg.qa_fraction, "decoder": cfg.decoder_qa_fraction}.get(cfg.stage, 0.0)
