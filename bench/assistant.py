@@ -76,9 +76,9 @@ def build_folder(examples: list[dict], length: int, folder: Path, tokenizer, n_q
     questions = []
     for i in order:
         ex = parse_disfl_example(examples[i], i)
-        if ex.passage in taken and ex.passage not in seen:
-            continue
         if ex.passage not in seen:
+            if ex.passage in taken:  # another folder's paragraph
+                continue
             n = len(tokenizer(ex.passage, add_special_tokens=False)["input_ids"])
             if total + n > length:
                 break
@@ -166,6 +166,7 @@ def paired(before: list[dict], after: list[dict]) -> str:
 
     head = ("| folder tokens | mode | N | questions | before EM / F1 | after EM / F1 | change EM (SE) | change F1 (SE) "
             "| answers that changed |\n|---|---|---|---|---|---|---|---|---|\n")
+
     def score(rows: list[dict]) -> str:
         return f"{100 * statistics.mean(x['em'] for x in rows):.1f} / {100 * statistics.mean(x['f1'] for x in rows):.1f}"
 
@@ -237,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.smoke:
         args.lengths, args.questions, args.configs = [600], 2, ["latent:8", "rag:8"]
+    if len(args.folders) not in (1, len(args.lengths)):
+        p.error("--folders takes one number, or one per --lengths")
+    counts = args.folders * len(args.lengths) if len(args.folders) == 1 else args.folders
     from lclm_core.default_model import load_default_decoder
 
     tok = load_default_decoder()[1]
     examples = json.loads(ensure_disfl_qa().read_text())["examples"]
-    if len(args.folders) not in (1, len(args.lengths)):
-        p.error("--folders takes one number, or one per --lengths")
-    counts = args.folders * len(args.lengths) if len(args.folders) == 1 else args.folders
     results = []
     t0 = time.time()
     for length, count in zip(args.lengths, counts):
