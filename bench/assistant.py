@@ -153,15 +153,24 @@ def table(results: list[dict]) -> str:
     return head + "\n".join(lines)
 
 
-def paired(before: list[dict], after: list[dict]) -> str:
+def paired(before: list[dict], after: list[dict], across_configs: bool = False) -> str:
     """Two runs of the same folders and questions, question by question: the change and its standard error.
 
     Greedy answers are deterministic, so the only variation is between questions; pairing them removes
     the part that both runs share (a hard question is hard for both), which is what lets 71 questions
     tell a 4-point change from noise. The folders of one length are pooled (their questions are disjoint),
     so each line is one length.
+
+    ``across_configs`` pairs two configurations on the same folders (say latent:4 against latent:8, each
+    report cut to one of them by ``select``): rows then match by length and folder alone, and the
+    line names the after-side's configuration.
     """
+    if across_configs and any(len({(r["mode"], r["ratio"], r.get("style")) for r in side}) > 1 for side in (before, after)):
+        raise ValueError("pairing across configurations needs one configuration a side: cut each report with select()")
+
     def key(r: dict) -> tuple:
+        if across_configs:
+            return r["length"], "", 0, ""
         return r["length"], r["mode"], r["ratio"], r.get("style", "append")
 
     head = ("| folder tokens | mode | N | questions | before EM / F1 | after EM / F1 | change EM (SE) | change F1 (SE) "
@@ -184,12 +193,25 @@ def paired(before: list[dict], after: list[dict]) -> str:
         # same folder, same questions, same order
         pooled.setdefault(key(b), []).extend(zip(b["rows"], a["rows"], strict=True))
     lines = []
-    for (length, mode, ratio, _), pairs in pooled.items():
+    label = {key(r): (r["mode"], r["ratio"]) for r in after}
+    for k, pairs in pooled.items():
+        length, (mode, ratio) = k[0], label[k]
         changed = sum(x["text"] != y["text"] for x, y in pairs)
         lines.append(f"| {length} | {mode} | {ratio if mode == 'latent' else '-'} | {len(pairs)} | "
                      f"{score([x for x, _ in pairs])} | {score([y for _, y in pairs])} | {change(pairs, 'em')} | "
                      f"{change(pairs, 'f1')} | {changed} |")
     return head + "\n".join(lines)
+
+
+def select(results: list[dict], config: str) -> list[dict]:
+    """The runs of one configuration ("mode:N" or "mode:N:inplace") in a report that holds several."""
+    mode, n, *style = config.split(":")
+    want = (mode, int(n), style[0] if style else "append")
+    picked = [r for r in results if (r["mode"], r["ratio"], r.get("style", "append")) == want]
+    if not picked:
+        have = sorted({f"{r['mode']}:{r['ratio']}" for r in results})
+        raise SystemExit(f"no {config} runs in the report; it holds {', '.join(have)}")
+    return picked
 
 
 def _run_folder(args: argparse.Namespace, examples: list[dict], tok, length: int, k: int, taken: set[str]) -> list[dict]:
@@ -224,14 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/lcd-bench-assistant"))
     p.add_argument("--out", type=Path)
     p.add_argument("--smoke", action="store_true")
-    p.add_argument("--paired", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
-                   help="compare two runs' .json question by question (e.g. two sets of parts) and exit")
+    p.add_argument("--paired", nargs=2, metavar=("BEFORE", "AFTER"),
+                   help="compare two runs' .json question by question (e.g. two sets of parts) and exit; "
+                        "REPORT.json:mode:N takes one configuration of a report, so latent:4 and latent:8 "
+                        "of the same folders pair with each other")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.paired:
-        before, after = (json.loads(f.read_text()) for f in args.paired)
-        print(f"{args.paired[0]} -> {args.paired[1]}, paired by question\n\n" + paired(before, after))
+        sides = []
+        for spec in args.paired:
+            path, _, config = spec.partition(".json:")
+            results = json.loads(Path(path if not config else path + ".json").read_text())
+            sides.append(select(results, config) if config else results)
+        across = any(".json:" in spec for spec in args.paired)
+        print(f"{args.paired[0]} -> {args.paired[1]}, paired by question\n\n" + paired(*sides, across_configs=across))
         return 0
     if args.one:
         print("RESULT " + json.dumps(run_one(args)))

@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import assistant  # noqa: E402
@@ -69,3 +71,20 @@ def test_folders_of_one_length_hold_disjoint_paragraphs(tmp_path):
             f"paragraph {q['targets'][0]} ") for q in questions)
     # The first folder is the one a one-folder run builds: earlier results stay comparable.
     assert assistant.build_folder(examples, 40, tmp_path / "again", _WordTokenizer(), 100) == folders[0]
+
+
+def test_two_configurations_of_one_run_pair_with_each_other(tmp_path):
+    """latent:4 against latent:8 on the same folders: which ratio answers better, question by question."""
+    n4 = run(4096, [(1, 1.0), (0, 0.5)], ["a", "b"])
+    n8 = {**run(4096, [(0, 0.0), (0, 0.5)], ["x", "b"]), "ratio": 8}
+    report = tmp_path / "both.json"
+    report.write_text(json.dumps([n4, n8]))
+    assert "| 4096 |" not in assistant.paired([n4], [n8])  # different configurations never pair by default
+    cells = row(assistant.paired([n4], [n8], across_configs=True), 4096)
+    # F1 differences -100 and 0: mean -50, SD 70.71, SE 50; the line names the after side's ratio.
+    assert cells[1:] == ["latent", "8", "2", "50.0 / 75.0", "0.0 / 25.0", "-50.0 (50.0)", "-50.0 (50.0)", "1"]
+    assert assistant.main(["--paired", f"{report}:latent:4", f"{report}:latent:8"]) == 0
+    with pytest.raises(SystemExit, match="no latent:16 runs in the report; it holds latent:4, latent:8"):
+        assistant.main(["--paired", f"{report}:latent:4", f"{report}:latent:16"])
+    with pytest.raises(ValueError, match="one configuration a side"):
+        assistant.paired([n4, n8], [n8], across_configs=True)

@@ -125,6 +125,35 @@ def test_a_new_ratio_starts_its_decoder_stage_from_another_ratios_decoder_lora(w
         read_decoder_lora(enc8)
 
 
+def test_a_decoder_stage_grows_its_lora_rank_without_changing_what_it_computes(workdir, tmp_path):
+    def deltas(ck_path) -> dict[str, torch.Tensor]:
+        ck = torch.load(ck_path, weights_only=False)
+        scale = ck["config"]["lora_alpha"] / ck["config"]["decoder_lora_rank"]
+        t = ck["trainable"]
+        return {k[: -len(".lora_A")]: (t[k[:-1] + "B"] @ t[k]) * scale for k in t if k.startswith("decoder.") and k.endswith("lora_A")}
+
+    small = train(config(workdir, tmp_path / "r2", stage="decoder", steps=2, lr_decoder=0.05))  # rank 2, scale 16
+    # One step at learning rate 0 saves exactly what the run started from, now at rank 4 (scale 8).
+    grown = train(config(workdir, tmp_path / "r4", stage="decoder", steps=1, decoder_lora_rank=4, init_from=str(small),
+                         lr_adapter=0.0, lr_encoder=0.0, lr_decoder=0.0))
+    before, after = deltas(small), deltas(grown)
+    assert before.keys() == after.keys() and any(d.abs().sum() > 0 for d in before.values())
+    for k in before:  # the same update to every decoder weight
+        torch.testing.assert_close(after[k], before[k])
+    t = torch.load(grown, weights_only=False)["trainable"]
+    a = next(v for k, v in t.items() if k.startswith("decoder.") and k.endswith("lora_A"))
+    b = next(v for k, v in t.items() if k.startswith("decoder.") and k.endswith("lora_B"))
+    assert a.shape[0] == 4 and a[2:].abs().sum() > 0 and b[:, 2:].abs().sum() == 0  # new directions: ready to learn
+    # The same holds for a LoRA taken from another run (--init-decoder-from), and shrinking is refused.
+    enc = train(config(workdir, tmp_path / "enc", stage="encoder", steps=1))
+    via = train(config(workdir, tmp_path / "enc", stage="decoder", steps=1, decoder_lora_rank=4, init_from=str(enc),
+                       init_decoder_from=str(small), lr_adapter=0.0, lr_encoder=0.0, lr_decoder=0.0))
+    for k, d in deltas(via).items():
+        torch.testing.assert_close(d, before[k])
+    with pytest.raises(ValueError, match="can grow, not shrink"):
+        train(config(workdir, tmp_path / "r1", stage="decoder", steps=1, decoder_lora_rank=1, init_from=str(grown)))
+
+
 def test_evaluation_reports_every_baseline(workdir, tmp_path):
     latest = train(config(workdir, tmp_path, steps=1))
     module, cfg, _ = module_from_checkpoint(latest)

@@ -50,7 +50,7 @@ from ..config import LCLMConfig
 from ..default_model import default_config, gguf_sha256, load_default_decoder, truncated_view, with_own_layers
 from ..device import Placement, resolve
 from ..inputs import InputBuilder, tokenize_text
-from ..lora import apply_lora, lora_state_dict
+from ..lora import LoRALinear, apply_lora, lora_state_dict
 from ..model import LCLMCompressor
 from .data import TokenShards
 from .evaluate import evaluate, evaluate_qa, heldout_examples
@@ -256,6 +256,50 @@ def read_decoder_lora(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def decoder_lora_scale(path: Path) -> float | None:
+    """The scale (alpha / rank) a decoder LoRA was trained at: parts record it, a checkpoint's config implies it."""
+    if path.is_dir():
+        meta = json.loads((path / "base.json").read_text())
+        return float(meta["decoder_lora_scale"]) if "decoder_lora_scale" in meta else None
+    c = torch.load(path, map_location="cpu", weights_only=False)["config"]
+    return c["lora_alpha"] / c["decoder_lora_rank"] if c.get("decoder_lora_rank") else None
+
+
+def fit_decoder_lora(module, state: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """A decoder LoRA trained at another rank or alpha, made to compute the same update in this module.
+
+    Growing the rank is how a run buys the decoder more capacity without losing what it learned:
+    the new rows of A keep this module's random start and the new columns of B are zero, so the
+    merged weights are exactly the source's (B is rescaled where alpha / rank differs), and the
+    new directions start learning at the first step. Shrinking would drop learned directions: refused.
+    """
+    wrappers = {name: m for name, m in module.named_modules() if isinstance(m, LoRALinear) and name.startswith("decoder.")}
+    keys = [k for k in state if k.startswith("decoder.") and k.endswith(".lora_A")]
+    if not keys or not wrappers:
+        return state  # nothing to fit (load_trainable says so if the module lacks the wrappers)
+    src_scale = decoder_lora_scale(source)
+    out = dict(state)
+    for ka in keys:
+        name, kb = ka[: -len(".lora_A")], ka[: -len("A")] + "B"
+        layer = wrappers.get(name)
+        if layer is None:
+            continue
+        a, b = state[ka], state[kb]
+        r = a.shape[0]
+        if r > layer.rank:
+            raise ValueError(f"{source} has a rank-{r} decoder LoRA; this run's is rank {layer.rank} "
+                             f"(--decoder-lora-rank): a LoRA can grow, not shrink")
+        if r == layer.rank and src_scale in (None, layer.scale):
+            continue
+        ratio = (src_scale if src_scale is not None else layer.scale) / layer.scale
+        new_a = layer.lora_A.detach().cpu().clone()
+        new_a[:r] = a
+        new_b = torch.zeros_like(layer.lora_B, device="cpu")
+        new_b[:, :r] = b * ratio
+        out[ka], out[kb] = new_a, new_b
+    return out
+
+
 # --- the loop -----------------------------------------------------------------------
 def train(cfg: TrainConfig) -> Path:
     from accelerate import Accelerator
@@ -277,10 +321,11 @@ def train(cfg: TrainConfig) -> Path:
         log.info("resumed %s at step %d (%d tokens seen)", latest, step, tokens)
     elif cfg.init_from:
         trainable, tokens = read_init(Path(cfg.init_from), cfg.ratio)
-        load_trainable(module, trainable)
+        load_trainable(module, fit_decoder_lora(module, trainable, Path(cfg.init_from)))
         log.info("initialised from %s (%d tokens seen before)", cfg.init_from, tokens)
     if cfg.init_decoder_from and not latest.exists():
-        load_trainable(module, read_decoder_lora(Path(cfg.init_decoder_from)))
+        src = Path(cfg.init_decoder_from)
+        load_trainable(module, fit_decoder_lora(module, read_decoder_lora(src), src))
         log.info("decoder LoRA initialised from %s", cfg.init_decoder_from)
     ddp_module, optimizer = acc.prepare(module, optimizer)
     shards = TokenShards(Path(cfg.data), "train")
