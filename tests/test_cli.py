@@ -65,4 +65,4 @@ def test_check_command_on_the_default(tmp_path):
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
     assert r.returncode == 0, r.stderr
-    assert "sha256 verified" in r.stdout and "compressor: N=4, " in r.stdout and "generation:" in r.stdout
+    assert "sha256 verified" in r.stdout and "compressor: N=8, " in r.stdout and "generation:" in r.stdout
