@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folders or documents to ask over (default: every indexed document)")
     p.add_argument("--mode", choices=("latent", "full", "rag"), default="latent",
                    help="latent: compressed documents + expanded passages (default); full: raw text; rag: bm25 passages")
-    p.add_argument("--ratio", type=int, choices=(4, 8, 16), help="compression ratio N (default: settings, 8)")
+    p.add_argument("--ratio", type=int, choices=(4, 8, 16), help=f"compression ratio N (default: settings, {Settings.ratio})")
     p.add_argument("--backend", choices=("torch", "llama.cpp"), help="decoder backend (default: settings, torch)")
     p.add_argument("--expand", type=int, default=3, help="passages put back as raw text (latent mode)")
     p.add_argument("--agent", type=int, default=0, metavar="ROUNDS",

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--ratio", type=int, choices=(4, 8, 16), default=None,
-                        help="compression ratio N of the compressor (default: settings, 8)")
+                        help=f"compression ratio N of the compressor (default: settings, {Settings.ratio})")
     common.add_argument("--max-pages", type=int, default=IngestLimits.max_pages,
                         help="skip PDFs with more pages (default %(default)s)")
     common.add_argument("--max-page-chars", type=int, default=IngestLimits.max_page_chars,

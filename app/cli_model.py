@@ -13,7 +13,7 @@ from .settings import Settings
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check the embedded default model: file, load, device, a short generation")
-    p.add_argument("--ratio", type=int, default=None, help="compression ratio of the compressor to report (default: settings, 8)")
+    p.add_argument("--ratio", type=int, default=None, help=f"compression ratio of the compressor to report (default: settings, {Settings.ratio})")
     p.set_defaults(func=cmd_check)
 
     g = sub.add_parser("generate", help="stream a completion from the decoder, optionally reading files as latents")

@@ -153,6 +153,17 @@ def table(results: list[dict]) -> str:
     return head + "\n".join(lines)
 
 
+def parse_config(conf: str) -> tuple[str, int, str]:
+    """"mode:N[:inplace]" as (mode, N, style): the one spelling of a configuration, on the command line and in a report."""
+    mode, n, *style = conf.split(":")
+    return mode, int(n), style[0] if style else "append"
+
+
+def config_of(run: dict) -> tuple[str, int, str]:
+    """A report run's configuration, as ``parse_config`` spells it."""
+    return run["mode"], run["ratio"], run.get("style", "append")
+
+
 def paired(before: list[dict], after: list[dict], across_configs: bool = False) -> str:
     """Two runs of the same folders and questions, question by question: the change and its standard error.
 
@@ -165,13 +176,11 @@ def paired(before: list[dict], after: list[dict], across_configs: bool = False) 
     report cut to one of them by ``select``): rows then match by length and folder alone, and the
     line names the after-side's configuration.
     """
-    if across_configs and any(len({(r["mode"], r["ratio"], r.get("style")) for r in side}) > 1 for side in (before, after)):
+    if across_configs and any(len({config_of(r) for r in side}) > 1 for side in (before, after)):
         raise ValueError("pairing across configurations needs one configuration a side: cut each report with select()")
 
     def key(r: dict) -> tuple:
-        if across_configs:
-            return r["length"], "", 0, ""
-        return r["length"], r["mode"], r["ratio"], r.get("style", "append")
+        return (r["length"],) if across_configs else (r["length"], *config_of(r))
 
     head = ("| folder tokens | mode | N | questions | before EM / F1 | after EM / F1 | change EM (SE) | change F1 (SE) "
             "| answers that changed |\n|---|---|---|---|---|---|---|---|---|\n")
@@ -193,9 +202,9 @@ def paired(before: list[dict], after: list[dict], across_configs: bool = False) 
         # same folder, same questions, same order
         pooled.setdefault(key(b), []).extend(zip(b["rows"], a["rows"], strict=True))
     lines = []
-    label = {key(r): (r["mode"], r["ratio"]) for r in after}
+    label = {key(r): config_of(r) for r in after}
     for k, pairs in pooled.items():
-        length, (mode, ratio) = k[0], label[k]
+        length, (mode, ratio, _) = k[0], label[k]
         changed = sum(x["text"] != y["text"] for x, y in pairs)
         lines.append(f"| {length} | {mode} | {ratio if mode == 'latent' else '-'} | {len(pairs)} | "
                      f"{score([x for x, _ in pairs])} | {score([y for _, y in pairs])} | {change(pairs, 'em')} | "
@@ -205,9 +214,8 @@ def paired(before: list[dict], after: list[dict], across_configs: bool = False) 
 
 def select(results: list[dict], config: str) -> list[dict]:
     """The runs of one configuration ("mode:N" or "mode:N:inplace") in a report that holds several."""
-    mode, n, *style = config.split(":")
-    want = (mode, int(n), style[0] if style else "append")
-    picked = [r for r in results if (r["mode"], r["ratio"], r.get("style", "append")) == want]
+    want = parse_config(config)
+    picked = [r for r in results if config_of(r) == want]
     if not picked:
         have = sorted({f"{r['mode']}:{r['ratio']}" for r in results})
         raise SystemExit(f"no {config} runs in the report; it holds {', '.join(have)}")
@@ -222,9 +230,9 @@ def _run_folder(args: argparse.Namespace, examples: list[dict], tok, length: int
     qfile.write_text(json.dumps(build_folder(examples, length, folder, tok, args.questions, taken=taken)))
     out = []
     for conf in args.configs:
-        mode, n, *style = conf.split(":")
-        spec = {"length": length, "folder_index": k, "mode": mode, "ratio": int(n),
-                "style": style[0] if style else "append", "backend": args.backend, "folder": str(folder),
+        mode, n, style = parse_config(conf)
+        spec = {"length": length, "folder_index": k, "mode": mode, "ratio": n,
+                "style": style, "backend": args.backend, "folder": str(folder),
                 "questions": str(qfile), "data": str(args.work / f"data-{tag}-n{n}")}
         done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
@@ -255,10 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.paired:
         sides = []
-        for spec in args.paired:
-            path, _, config = spec.partition(".json:")
-            results = json.loads(Path(path if not config else path + ".json").read_text())
-            sides.append(select(results, config) if config else results)
+        for spec in args.paired:  # REPORT.json or REPORT.json:mode:N
+            path, cut, config = spec.partition(".json:")
+            results = json.loads(Path(path + ".json" if cut else path).read_text())
+            sides.append(select(results, config) if cut else results)
         across = any(".json:" in spec for spec in args.paired)
         print(f"{args.paired[0]} -> {args.paired[1]}, paired by question\n\n" + paired(*sides, across_configs=across))
         return 0

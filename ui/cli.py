@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--host is not this computer only. Browsers ask for it (any user name)")
     p.add_argument("--folder", dest="folders", action="append", default=[], metavar="PATH",
                    help="a folder to add to the library (repeatable; the library's folders are watched anyway)")
-    p.add_argument("--ratio", type=int, choices=(4, 8, 16), help="compression ratio N (default: 8)")
+    p.add_argument("--ratio", type=int, choices=(4, 8, 16), help=f"compression ratio N (default: {Settings.ratio})")
     p.add_argument("--backend", choices=("torch", "llama.cpp"), help="decoder backend (default: torch)")
     p.add_argument("--open", dest="open_browser", action="store_true", help="open the UI in the default browser")
     p.set_defaults(func=cmd_serve)

@@ -289,9 +289,9 @@ def fit_decoder_lora(module, state: dict[str, torch.Tensor], source: Path) -> di
         if r > layer.rank:
             raise ValueError(f"{source} has a rank-{r} decoder LoRA; this run's is rank {layer.rank} "
                              f"(--decoder-lora-rank): a LoRA can grow, not shrink")
-        if r == layer.rank and src_scale in (None, layer.scale):
+        ratio = 1.0 if src_scale is None else src_scale / layer.scale
+        if r == layer.rank and ratio == 1.0:
             continue
-        ratio = (src_scale if src_scale is not None else layer.scale) / layer.scale
         new_a = layer.lora_A.detach().cpu().clone()
         new_a[:r] = a
         new_b = torch.zeros_like(layer.lora_B, device="cpu")
