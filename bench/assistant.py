@@ -101,8 +101,10 @@ def run_one(args: argparse.Namespace) -> dict:
 
     spec = json.loads(args.one)
     settings = Settings(data_dir=Path(spec["data"]), device="cpu")
-    if not settings.store_path.exists():
-        assert cli(["--data-dir", spec["data"], "--device", "cpu", "index", "--ratio", str(spec["ratio"]), spec["folder"]]) == 0
+    # Always: indexing is incremental, and a store kept from an earlier run (the same --work) holds latents
+    # of whatever parts were in place then. Those no longer match the compressor, so the app shows their
+    # segments as raw text, and the run would measure that instead of the latents.
+    assert cli(["--data-dir", spec["data"], "--device", "cpu", "index", "--ratio", str(spec["ratio"]), spec["folder"]]) == 0
     questions = json.loads(Path(spec["questions"]).read_text())
     rows = []
     cfg = AssistantConfig(mode=spec["mode"], max_new_tokens=24, expand_style=spec.get("style", "append"))
@@ -116,6 +118,9 @@ def run_one(args: argparse.Namespace) -> dict:
                 ans = assistant.ask(q["question"])
             except Exception as e:  # noqa: BLE001 - a configuration that cannot answer says why in the table
                 return {**spec, "error": str(e)[:200]}
+            if spec["mode"] == "latent" and ans.raw_segments:
+                return {**spec, "error": f"{ans.raw_segments} segments had no latents of this compressor and went in as "
+                                         "raw text: not a latent-mode measurement"}
             rows.append({"em": best_over(exact_match, ans.text, q["targets"]),
                          "f1": best_over(token_f1, ans.text, q["targets"]),
                          "cited": any(c.path.endswith(q["file"]) for c in ans.citations),

@@ -194,19 +194,26 @@ def decoder_lora_gguf(ratio: int, parts_dir: Path | None = None) -> Path | None:
     return out
 
 
-_adapted: dict[tuple, tuple] = {}
+_adapted: dict[tuple, tuple[str, tuple]] = {}
 
 
 def _adapted_decoder(base: tuple, lora_file: Path, scale: float, digest: str):
-    """The base decoder with a LoRA merged, cached per (base, LoRA file contents)."""
-    key = (id(base[0]), digest)
-    if key not in _adapted:
+    """The base decoder with a LoRA merged: one copy per (base, LoRA file), rebuilt when the file changes.
+
+    Each copy holds its own layers (~400 MB in fp32), so a long-running app whose
+    parts are replaced on disk must drop the stale copy rather than keep both;
+    keying by file and checking the contents does that.
+    """
+    key = (id(base[0]), str(Path(lora_file).resolve()))
+    held = _adapted.get(key)
+    if held is None or held[0] != digest:
         from safetensors.torch import load_file
 
+        _adapted.pop(key, None)  # the stale copy goes before the new one is built, not after
         model = adapted_copy(base[0], load_file(str(lora_file)), scale)
         log.info("decoder LoRA merged from %s", lora_file)
-        _adapted[key] = (model, base[1])
-    return _adapted[key]
+        _adapted[key] = (digest, (model, base[1]))
+    return _adapted[key][1]
 
 
 def with_own_layers(model: nn.Module) -> nn.Module:

@@ -20,6 +20,28 @@ def test_smoke_run_prints_one_row_per_mode(tmp_path):
     assert [r.split("|")[2].strip() for r in rows] == ["latent", "rag"]
     assert [r.split("|")[4].strip() for r in rows] == ["2", "2"]  # the questions each mode answered
     assert "n/a" not in table
+    # The same --work again, its store's latents now from "other parts": the run re-indexes them
+    # instead of measuring the raw text the app falls back to for latents it cannot read.
+    import sqlite3
+
+    stores = list((tmp_path / "w").glob("data-*-n*/store.sqlite"))
+    assert stores
+    for db in stores:
+        with sqlite3.connect(db) as c:
+            fingerprints = {r[0] for r in c.execute("SELECT DISTINCT fingerprint FROM latents")}
+            c.execute("UPDATE latents SET fingerprint = 'made-by-other-parts'")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "assistant.py"), "--smoke", "--work", str(tmp_path / "w"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    again = out.with_suffix(".md").read_text()
+    assert "n/a" not in again
+    latent_rows = [line for line in again.splitlines() if line.startswith("| 600 | latent")]
+    assert len(latent_rows) == 1 and latent_rows[0].split("|")[4].strip() == "2"
+    for db in stores:
+        with sqlite3.connect(db) as c:
+            (fp,) = fingerprints
+            have = c.execute("SELECT COUNT(DISTINCT segment_id) FROM latents WHERE fingerprint = ?", (fp,)).fetchone()[0]
+            assert have == c.execute("SELECT COUNT(*) FROM segments").fetchone()[0] > 0  # every segment recompressed
 
 
 def test_load_and_startup_benchmarks_run_in_smoke_mode():

@@ -61,6 +61,28 @@ def test_the_adapted_copy_reads_out_attention_like_the_base():
     assert len(out.attentions) == 2 and out.attentions[0].shape[-2:] == (6, 6)
 
 
+def test_parts_replaced_on_disk_replace_the_merged_copy_instead_of_adding_one(tmp_path):
+    """A running app holds one merged copy per LoRA file; new parts under the same path must not leave
+    the stale copy (its own layers, ~400 MB for Gemma-270M in fp32) alive beside the new one."""
+    from safetensors.torch import save_file
+
+    from lclm_core import default_model as dm
+    from lclm_core.checkpoint import files_digest
+
+    base = tiny.decoder("gemma", layers=2)
+    f = tmp_path / "lora.safetensors"
+    save_file(random_lora(base, seed=0), str(f))
+    first, _ = dm._adapted_decoder((base, None), f, 4.0, files_digest([f]))
+    assert dm._adapted_decoder((base, None), f, 4.0, files_digest([f]))[0] is first  # merged once
+    save_file(random_lora(base, seed=1), str(f))
+    second, _ = dm._adapted_decoder((base, None), f, 4.0, files_digest([f]))
+    assert second is not first
+    assert sum(key[0] == id(base) for key in dm._adapted) == 1
+    ids = torch.tensor([[2, 17, 33, 54]])
+    with torch.no_grad():
+        assert (first(ids).logits - second(ids).logits).abs().max() > 1e-3  # the new matrices, not the old
+
+
 def test_gguf_adapter_names_shapes_and_alpha_are_what_llama_cpp_reads(tmp_path):
     import gguf
 

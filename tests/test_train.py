@@ -104,6 +104,38 @@ def test_train_resume_and_next_stage(workdir, tmp_path):
     assert any(k.startswith("decoder.") and "lora_" in k for k in torch.load(dec, weights_only=False)["trainable"])
 
 
+def test_a_run_from_trained_parts_draws_fresh_batches_and_its_resume_draws_the_same_ones(workdir, tmp_path, monkeypatch):
+    """Every run started from parts once redrew the first batches of the run that made them:
+    four decoder-stage runs of N = 4 trained on the same ~5,000 passages."""
+    from lclm_core.train.data import TokenShards
+
+    drawn: list[tuple] = []
+    sample = TokenShards.sample
+
+    def recording(self, rng, *a, **kw):
+        ex = sample(self, rng, *a, **kw)
+        drawn.append(tuple(ex.passage.tolist()))
+        return ex
+
+    monkeypatch.setattr(TokenShards, "sample", recording)
+
+    def batches(cfg) -> tuple[list[tuple], Path]:
+        drawn.clear()
+        latest = train(cfg)
+        return list(drawn), latest
+
+    first, start = batches(config(workdir, tmp_path / "a", steps=2))
+    assert batches(config(workdir, tmp_path / "b", steps=2))[0] == first  # same seed from scratch: same batches
+    tokens = torch.load(start, weights_only=False)["tokens_seen"]
+    fresh, _ = batches(config(workdir, tmp_path / "c", steps=2, init_from=str(start)))
+    assert len(fresh) == len(first) == 2 * 3 and fresh != first
+    # Stopped after one step and resumed: the stream is the checkpoint's, so the batches are the same.
+    half, ck = batches(config(workdir, tmp_path / "d", steps=1, init_from=str(start)))
+    assert torch.load(ck, weights_only=False)["stream"] == tokens
+    rest, _ = batches(config(workdir, tmp_path / "d", steps=2, init_from=str(start)))
+    assert half + rest == fresh
+
+
 def test_a_new_ratio_starts_its_decoder_stage_from_another_ratios_decoder_lora(workdir, tmp_path):
     from lclm_core.train.trainer import read_decoder_lora
 

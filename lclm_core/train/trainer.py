@@ -198,11 +198,12 @@ def lr_at(step: int, cfg: TrainConfig, elapsed_minutes: float = 0.0) -> float:
 
 
 # --- checkpoints ------------------------------------------------------------------
-def save_checkpoint(path: Path, module, optimizer, step: int, tokens: int, cfg: TrainConfig, history: list) -> None:
+def save_checkpoint(path: Path, module, optimizer, step: int, tokens: int, cfg: TrainConfig, history: list,
+                    stream: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"trainable": trainable_state(module), "optimizer": optimizer.state_dict(), "step": step,
-                "tokens_seen": tokens, "config": asdict(cfg), "history": history}, tmp)
+                "tokens_seen": tokens, "stream": stream, "config": asdict(cfg), "history": history}, tmp)
     tmp.replace(path)  # a kill mid-write leaves the previous checkpoint intact
 
 
@@ -261,7 +262,8 @@ def decoder_lora_scale(path: Path) -> float | None:
     if path.is_dir():
         meta = json.loads((path / "base.json").read_text())
         return float(meta["decoder_lora_scale"]) if "decoder_lora_scale" in meta else None
-    c = torch.load(path, map_location="cpu", weights_only=False)["config"]
+    # mmap: only the config is read here; the tensors stay on disk (read_init has loaded them already)
+    c = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["config"]
     return c["lora_alpha"] / c["decoder_lora_rank"] if c.get("decoder_lora_rank") else None
 
 
@@ -301,6 +303,19 @@ def fit_decoder_lora(module, state: dict[str, torch.Tensor], source: Path) -> di
 
 
 # --- the loop -----------------------------------------------------------------------
+def step_rngs(seed: int, stream: int, rank: int, step: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """(this process's batch generator, the one every process shares to pick the step's kind).
+
+    Keyed by step, so a resumed run draws what the uninterrupted one would have. Keyed by
+    the stream too, the tokens the run's starting point had seen: without it every run
+    started from trained parts redrew the very batches the runs before it trained on
+    (each decoder stage of the shipped parts saw the same ~1,300 first batches). A run
+    from scratch has stream 0 and keeps the keys it always had, so its batches are unchanged.
+    """
+    head = [seed, stream] if stream else [seed]
+    return np.random.default_rng([*head, rank, step]), np.random.default_rng([*head, step])
+
+
 def train(cfg: TrainConfig) -> Path:
     from accelerate import Accelerator
 
@@ -311,16 +326,18 @@ def train(cfg: TrainConfig) -> Path:
     module = build_module(cfg, model, tok)
     stage_dir = Path(cfg.out) / cfg.stage
     latest = stage_dir / "latest.pt"
-    step, tokens, history = 0, 0, []
+    step, tokens, history, stream = 0, 0, [], 0
     optimizer = torch.optim.AdamW(param_groups(module, cfg), weight_decay=cfg.weight_decay)
     if latest.exists():  # resume this stage
         ck = torch.load(latest, map_location="cpu", weights_only=False)
         load_trainable(module, ck["trainable"])
         optimizer.load_state_dict(ck["optimizer"])
         step, tokens, history = ck["step"], ck["tokens_seen"], ck.get("history", [])
+        stream = ck.get("stream", 0)  # the stream the run began on, not its tokens now
         log.info("resumed %s at step %d (%d tokens seen)", latest, step, tokens)
     elif cfg.init_from:
         trainable, tokens = read_init(Path(cfg.init_from), cfg.ratio)
+        stream = tokens  # fresh batches: not the ones the starting point was trained on
         load_trainable(module, fit_decoder_lora(module, trainable, Path(cfg.init_from)))
         log.info("initialised from %s (%d tokens seen before)", cfg.init_from, tokens)
     if cfg.init_decoder_from and not latest.exists():
@@ -346,11 +363,11 @@ def train(cfg: TrainConfig) -> Path:
     log.info("training stage %s, N=%d, %d trainable parameters, %d process(es) on %s", cfg.stage, cfg.ratio,
              sum(p.numel() for p in module.parameters() if p.requires_grad), acc.num_processes, placement)
     while step < cfg.steps:
-        rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # deterministic on resume
+        rng, kind_rng = step_rngs(cfg.seed, stream, acc.process_index, step)
         for g, lr in zip(optimizer.param_groups, base_lrs):
             g["lr"] = lr * lr_at(step, cfg, (time.time() - t0) / 60)
         # Every process takes the same kind of step (the choice ignores the rank).
-        if qa is not None and np.random.default_rng([cfg.seed, step]).random() < qa_share:
+        if qa is not None and kind_rng.random() < qa_share:
             x, y, ans, valid = (torch.tensor(a, device=acc.device)
                                 for a in collate([qa.sample(rng) for _ in range(cfg.batch_size)], pad_id))
             loss, parts = ddp_module(x, y, 0, step, ans, valid)
@@ -389,7 +406,7 @@ def train(cfg: TrainConfig) -> Path:
         if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
             acc.wait_for_everyone()
             if acc.is_main_process:
-                save_checkpoint(latest, module, optimizer, step, tokens, cfg, history)
+                save_checkpoint(latest, module, optimizer, step, tokens, cfg, history, stream)
             acc.wait_for_everyone()
         if out_of_time:
             log.info("time limit reached at step %d; resume with the same command", step)
