@@ -324,6 +324,17 @@ def test_qa_examples_are_answered_by_their_passage(workdir, kind):
             assert ex.answer in passage and ex.answer != "unknown"
 
 
+def test_every_qa_passage_has_the_passage_length_even_where_a_fact_barely_fits(workdir):
+    """A fact longer than the passage once made ids[:negative] a longer passage, and a batch that would not stack."""
+    from lclm_core.train.qa import collate
+
+    qa = qa_sampler(workdir, passage_len=16, unknown_share=0.0)
+    rng = np.random.default_rng(0)
+    examples = [qa.sample(rng) for _ in range(60)]
+    assert {len(ex.passage) for ex in examples} == {16}
+    assert collate(examples, 0)[0].shape == (60, 16)
+
+
 def test_a_fact_left_out_is_answered_unknown(workdir):
     qa = qa_sampler(workdir, kinds=("fact",), unknown_share=1.0)
     ex = qa.sample(np.random.default_rng(1))

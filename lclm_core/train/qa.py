@@ -135,11 +135,13 @@ class QASampler:
         blanked = " ".join(words[:k] + ["___"] + words[k + 1 :])
         return self._qa(ids, f'Which word is missing from this sentence of the text: "{blanked}"?', words[k], "blank")
 
-    def _fact(self, rng, ids: np.ndarray) -> QAExample:
+    def _fact(self, rng, ids: np.ndarray) -> QAExample | None:
         sentence, question, answer = _fact(rng)
         if rng.random() < self.unknown_share:  # the fact is not in the passage
             return self._qa(ids[: self.passage_len], question, "unknown", "fact")
         fact = np.asarray(tokenize_text(self.tok, " " + sentence), dtype=np.int64)
+        if len(fact) >= self.passage_len:  # no room for it: ids[:negative] would have made the passage longer
+            return None
         body = ids[: self.passage_len - len(fact)]
         # Insert after a token that ends a sentence where there is one, so the
         # fact reads as a sentence of the text rather than cutting a word.
