@@ -309,7 +309,7 @@ def step_rngs(seed: int, stream: int, rank: int, step: int) -> tuple[np.random.G
     Keyed by step, so a resumed run draws what the uninterrupted one would have. Keyed by
     the stream too, the tokens the run's starting point had seen: without it every run
     started from trained parts redrew the very batches the runs before it trained on
-    (each decoder stage of the shipped parts saw the same ~1,300 first batches). A run
+    (each decoder stage of the shipped parts saw the same ~1,400 first batches). A run
     from scratch has stream 0 and keeps the keys it always had, so its batches are unchanged.
     """
     head = [seed, stream] if stream else [seed]
