@@ -106,7 +106,7 @@ def test_train_resume_and_next_stage(workdir, tmp_path):
 
 def test_a_run_from_trained_parts_draws_fresh_batches_and_its_resume_draws_the_same_ones(workdir, tmp_path, monkeypatch):
     """Every run started from parts once redrew the first batches of the run that made them:
-    four decoder-stage runs of N = 4 trained on the same ~5,000 passages."""
+    four decoder-stage runs of N = 4 trained on the same ~5,600 passages."""
     from lclm_core.train.data import TokenShards
 
     drawn: list[tuple] = []
