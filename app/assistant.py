@@ -124,6 +124,19 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)  # prefill_s, ttft_s, total_s
     finish_reason: str = ""
 
+    def raw_notice(self) -> str:
+        """A sentence for the user where passages went in as raw text; '' where none did.
+
+        Segments without this compressor's latents (a folder still being indexed, or a ratio just changed)
+        are read as raw text. The answer stays right, but it took more of the context and a slower prefill,
+        and a user who sees that should know why and that it passes once indexing catches up.
+        """
+        n = self.raw_segments
+        if not n:
+            return ""
+        return (f"{n} passage{'' if n == 1 else 's'} had no latents from this compressor yet and "
+                f"{'was' if n == 1 else 'were'} read as raw text")
+
 
 # --------------------------------------------------------------------------- helpers
 def content_terms(text: str) -> list[str]:

@@ -75,6 +75,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  [{c.number}] {c.path}{page} (segment {c.segment_id}): {snippet}…")
         if answer.left_out:
             print(f"  not read (did not fit the context): {', '.join(answer.left_out)}", file=sys.stderr)
+        if answer.raw_segments:
+            print(f"  {answer.raw_notice()}: `lclm-docs index` on their folders compresses them", file=sys.stderr)
         t = answer.timings
         print(f"  ({answer.mode}, {answer.positions:,} positions, first token {t.get('ttft_s', 0):.1f} s"
               f"{', documents prefix reused' if answer.prefix_reused else ''})", file=sys.stderr)

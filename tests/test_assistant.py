@@ -17,12 +17,12 @@ DOCS = {
 }
 
 
-def _latent(seed: int, dim: int, rows: int = 3) -> LatentIn:
+def _latent(seed: int, dim: int, rows: int = 3, fp: str = FP) -> LatentIn:
     t = torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed))
-    return LatentIn(t.numpy().tobytes(), "float32", (rows, dim), FP, 4)
+    return LatentIn(t.numpy().tobytes(), "float32", (rows, dim), fp, 4)
 
 
-def fill(store, dim: int, docs=DOCS) -> None:
+def fill(store, dim: int, docs=DOCS, fp: str = FP) -> None:
     seed = 0
     for path, texts in docs.items():
         d = store.upsert_document(path, folder="/docs")
@@ -31,8 +31,8 @@ def fill(store, dim: int, docs=DOCS) -> None:
             page = i + 1 if path.endswith(".pdf") else None
             segs.append(SegmentIn(i, text, page=page, char_start=i * 100, char_end=i * 100 + len(text)))
             seed += 1
-            lats[segs[-1].sha256] = _latent(seed, dim)
-        store.replace_document_content(d.id, segs, lats, fingerprint=FP)
+            lats[segs[-1].sha256] = _latent(seed, dim, fp=fp)
+        store.replace_document_content(d.id, segs, lats, fingerprint=fp)
 
 
 @pytest.fixture
@@ -117,6 +117,22 @@ def test_among_many_unrelated_documents_the_matching_one_is_kept(store):
         ans = a.ask("Zorblax port")
     assert len(ans.left_out) > 100 and "/docs/ops.txt" not in ans.left_out
     assert ans.citations[0].path == "/docs/ops.txt"
+
+
+def test_passages_not_yet_compressed_are_read_as_text_and_the_answer_says_how_many(store):
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    dim = model.config.hidden_size
+    fill(store, dim)
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, AssistantConfig(max_new_tokens=4)) as a:
+        before = a.ask("Zorblax port")
+        # a document the indexer has so far compressed only for another compressor (e.g. the ratio just changed)
+        fill(store, dim, docs={"/docs/new.txt": ["Fresh notes on the Zorblax cluster.", "Its port is 7431."]},
+             fp="another-compressor")
+        after = a.ask("Zorblax port")
+    assert before.raw_segments == 0 and before.raw_notice() == ""
+    assert after.raw_segments == 2
+    assert after.raw_notice() == "2 passages had no latents from this compressor yet and were read as raw text"
+    assert after.positions > before.positions
 
 
 def test_rag_mode_gives_bm25_passages_and_no_latents(assistant, monkeypatch):

@@ -146,7 +146,7 @@ def answer_payload(reply: Reply) -> dict:
                       "text": c.text, "url": document_url(c)}
     return {"done": True, "chat_id": reply.chat_id, "message_id": reply.message_id, "text": a.text, "found": a.found,
             "mode": a.mode, "citations": [cite(c) for c in a.citations], "more": [cite(c) for c in a.more],
-            "left_out": a.left_out, "timings": a.timings}
+            "left_out": a.left_out, "raw_segments": a.raw_segments, "timings": a.timings}
 
 
 def _user_error(e: Exception) -> gr.Error:
@@ -235,6 +235,9 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                     if a.left_out:
                         history.append({"role": "assistant", "content": md_text(
                             "Not read (did not fit the context): " + ", ".join(Path(p).name for p in a.left_out))})
+                    if a.raw_segments:
+                        history.append({"role": "assistant", "content": md_text(
+                            a.raw_notice() + " (they are compressed in the background; later answers read less)")})
                     history += citation_messages(a.citations)
                     yield (history, "", piece.chat_id, piece.message_id, passages_html(a.citations, a.more),
                            gr.update(choices=more_choices(a.more), value=None),
