@@ -1,4 +1,4 @@
-"""bench/assistant.py --paired: two runs compared question by question."""
+"""bench/assistant.py --paired and bench/paired_greedy.py: two runs compared item by item."""
 
 import json
 import sys
@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import assistant  # noqa: E402
+from bench import assistant, paired_greedy  # noqa: E402
 
 
 def run(length: int, scores: list[tuple[float, float]], texts: list[str]) -> dict:
@@ -88,3 +88,27 @@ def test_two_configurations_of_one_run_pair_with_each_other(tmp_path):
         assistant.main(["--paired", f"{report}:latent:4", f"{report}:latent:16"])
     with pytest.raises(ValueError, match="one configuration a side"):
         assistant.paired([n4, n8], [n8], across_configs=True)
+
+
+def eval_report(each: list[float], digest: str = "same-passages") -> dict:
+    return {"recon_greedy_acc": sum(each) / len(each), "recon_greedy_each": each, "passages_sha256": digest}
+
+
+def test_greedy_copies_pair_passage_by_passage():
+    a = eval_report([0.0, 1.0, 0.5, 0.25])
+    b = eval_report([0.5, 1.0, 0.5, 0.0])
+    r = paired_greedy.paired(a, b)
+    # differences +50, 0, 0, -25 (points): mean +6.25, sample SD 31.46, SE 15.73
+    assert (r["n"], r["up"], r["down"]) == (4, 1, 1)
+    assert r["a"] == pytest.approx(43.75) and r["b"] == pytest.approx(50.0)
+    assert r["change"] == pytest.approx(6.25) and r["change_se"] == pytest.approx(15.73, abs=0.01)
+
+
+def test_greedy_reports_of_different_passages_are_not_paired(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(eval_report([0.0, 1.0], "these")))
+    (tmp_path / "b.json").write_text(json.dumps(eval_report([1.0, 1.0], "others")))
+    with pytest.raises(SystemExit, match="different passages"):
+        paired_greedy.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    (tmp_path / "old.json").write_text(json.dumps({"recon_greedy_acc": 0.25}))
+    with pytest.raises(SystemExit, match="no per-passage greedy scores"):
+        paired_greedy.main([str(tmp_path / "old.json"), str(tmp_path / "b.json")])

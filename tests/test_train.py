@@ -200,6 +200,11 @@ def test_evaluation_reports_every_baseline(workdir, tmp_path):
     assert 0 <= r.recon_tf_acc <= 1 and 0 <= r.recon_greedy_acc <= r.recon_greedy_lcs <= 1
     assert r.recon_greedy_floor <= r.recon_greedy_lcs_floor  # a token right in place is in the LCS too
     assert r.content_gap == pytest.approx((r.loss_shuffled - r.loss_own) / (r.loss_none - r.loss_raw))
+    # each passage's greedy score is kept, in order, so that two checkpoints pair up passage by passage
+    assert len(r.recon_greedy_each) == 6 and np.mean(r.recon_greedy_each) == pytest.approx(r.recon_greedy_acc)
+    assert r.recon_greedy_se == pytest.approx(np.std(r.recon_greedy_each, ddof=1) / np.sqrt(6))
+    assert "recon_greedy_each" not in d and d["recon_greedy_se"] == r.recon_greedy_se
+    assert r.as_dict(each=True)["recon_greedy_each"] == r.recon_greedy_each
 
 
 def test_lcs_counts_a_copy_shifted_by_one_token_as_nearly_whole():

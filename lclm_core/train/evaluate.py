@@ -27,7 +27,7 @@ qa (evaluate_qa): questions cut from held-out passages (qa.py: what follows a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -53,6 +53,16 @@ class EvalResult:
     n_examples: int
     recon_greedy_lcs: float = float("nan")
     recon_greedy_lcs_floor: float = float("nan")
+    # Each passage's greedy exact-position accuracy, in example order. One early slip misaligns the
+    # rest of a copy, so a passage scores near 0 or near 1 and the mean of 64 moves by points: the
+    # spread gives the figure its standard error, and two checkpoints on the same passages pair up.
+    recon_greedy_each: list[float] = field(default_factory=list)
+
+    @property
+    def recon_greedy_se(self) -> float:
+        """Standard error of ``recon_greedy_acc`` over passages (nan where greedy copies were not run)."""
+        n = len(self.recon_greedy_each)
+        return float(np.std(self.recon_greedy_each, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
 
     @property
     def gap_closed(self) -> float:
@@ -62,9 +72,12 @@ class EvalResult:
     def content_gap(self) -> float:
         return (self.loss_shuffled - self.loss_own) / max(self.loss_none - self.loss_raw, 1e-9)
 
-    def as_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d.update(gap_closed=self.gap_closed, content_gap=self.content_gap)
+    def as_dict(self, each: bool = False) -> dict:
+        """The figures; ``each`` adds the per-passage greedy scores (for pairing two reports)."""
+        d = {k: v for k, v in self.__dict__.items() if k != "recon_greedy_each"}
+        d.update(gap_closed=self.gap_closed, content_gap=self.content_gap, recon_greedy_se=self.recon_greedy_se)
+        if each:
+            d["recon_greedy_each"] = list(self.recon_greedy_each)
         return d
 
 
@@ -94,6 +107,7 @@ def evaluate(module: LCLMTrainModule, examples: list[Example], batch_size: int =
     dev = next(module.compressor.adapter.parameters()).device
     rng = np.random.default_rng(seed)
     sums = {k: 0.0 for k in ("raw", "own", "shuf", "none", "tf", "tf0", "gr", "gr0", "lcs", "lcs0")}
+    each: list[float] = []
     n = 0
     prompt = torch.tensor(module.prompt_ids[0], device=dev)
     for s in range(0, len(examples), batch_size):
@@ -126,8 +140,10 @@ def evaluate(module: LCLMTrainModule, examples: list[Example], batch_size: int =
         if greedy:
             for key, prefix in (("", rec_in), ("0", floor_in)):
                 exact, lcs = _greedy_scores(module, prefix, x)
-                sums["gr" + key] += exact
-                sums["lcs" + key] += lcs
+                sums["gr" + key] += sum(exact)
+                sums["lcs" + key] += sum(lcs)
+                if not key:
+                    each += exact
         for k, v in (("raw", raw), ("own", own), ("shuf", shuf), ("none", none)):
             sums[k] += v.sum().item()
         n += b
@@ -138,7 +154,7 @@ def evaluate(module: LCLMTrainModule, examples: list[Example], batch_size: int =
     g = {k: sums[k] / n if greedy else nan for k in ("gr", "gr0", "lcs", "lcs0")}
     return EvalResult(
         sums["raw"] / n, sums["own"] / n, sums["shuf"] / n, sums["none"] / n,
-        sums["tf"] / n, sums["tf0"] / n, g["gr"], g["gr0"], n, g["lcs"], g["lcs0"],
+        sums["tf"] / n, sums["tf0"] / n, g["gr"], g["gr0"], n, g["lcs"], g["lcs0"], each,
     )
 
 
@@ -153,15 +169,15 @@ def lcs_length(a: list[int], b: list[int]) -> int:
     return prev[-1]
 
 
-def _greedy_scores(module: LCLMTrainModule, prefix: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
-    """Sums over the batch of the greedy copy's exact-position accuracy and its LCS share of x."""
+def _greedy_scores(module: LCLMTrainModule, prefix: torch.Tensor, x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Each example's greedy copy: its exact-position accuracy and its LCS share of x."""
     out = module.decoder.generate(
         inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
         max_new_tokens=x.shape[1], min_new_tokens=x.shape[1], do_sample=False, eos_token_id=None, pad_token_id=0,
     )
     gen = out[:, -x.shape[1]:]
-    exact = (gen == x).float().mean(1).sum().item()
-    lcs = sum(lcs_length(g.tolist(), t.tolist()) / x.shape[1] for g, t in zip(gen, x))
+    exact = (gen == x).float().mean(1).tolist()
+    lcs = [lcs_length(g.tolist(), t.tolist()) / x.shape[1] for g, t in zip(gen, x)]
     return exact, lcs
 
 

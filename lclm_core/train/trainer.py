@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -52,7 +53,7 @@ from ..device import Placement, resolve
 from ..inputs import InputBuilder, tokenize_text
 from ..lora import LoRALinear, apply_lora, lora_state_dict
 from ..model import LCLMCompressor
-from .data import TokenShards
+from .data import Example, TokenShards
 from .evaluate import evaluate, evaluate_qa, heldout_examples
 from .objectives import RECONSTRUCTION_PROMPTS, LCLMTrainModule, LossWeights
 from .qa import QASampler, collate
@@ -486,10 +487,24 @@ def export_parts(ckpt: Path, out: Path, figures: dict | None = None, description
         "tokens_seen": ck["tokens_seen"],
         "description": description or f"trained: stage {cfg.stage}, {ck['tokens_seen']:,} tokens",
         "train_config": ck["config"],
-        "figures": figures or {},
+        # Scalars only: per-example lists (``recon_greedy_each``) stay in the eval report.
+        "figures": {k: v for k, v in (figures or {}).items() if not isinstance(v, list)},
     }
     (out / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def passages_digest(examples: list[Example]) -> str:
+    """sha256 of the evaluated passages' and continuations' tokens, in order.
+
+    Two eval reports pair up passage by passage only if they read the same passages; this digest
+    lets a comparison check that instead of trusting that the flags were the same.
+    """
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(np.asarray(e.passage, dtype=np.int64).tobytes())
+        h.update(np.asarray(e.continuation, dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
 def qa_figures(report: dict) -> dict:
@@ -560,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = {"ratio": cfg.ratio, "stage": cfg.stage, "steps": ck["step"], "tokens_seen": ck["tokens_seen"]}
         if args.examples:  # 0: the QA measure alone
             ex = heldout_examples(TokenShards(args.data, "heldout"), args.examples, cfg.passage_len, cfg.cont_len)
-            figures.update(examples=len(ex), **evaluate(module, ex, args.batch_size, greedy=not args.no_greedy).as_dict())
+            figures.update(examples=len(ex), passages_sha256=passages_digest(ex),
+                           **evaluate(module, ex, args.batch_size, greedy=not args.no_greedy).as_dict(each=True))
         if args.qa_examples:
             figures.update(heldout_qa(module, args.data, args.qa_examples, min(args.qa_passage_len, cfg.window),
                                       args.batch_size))
