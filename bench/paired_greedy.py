@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import statistics
 from pathlib import Path
 
 
@@ -26,10 +26,9 @@ def load(path: Path) -> dict:
 
 
 def mean_se(xs: list[float]) -> tuple[float, float]:
-    n = len(xs)
-    m = sum(xs) / n
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else float("nan")
-    return m, sd / math.sqrt(n)
+    """Mean and standard error, as bench/assistant.py --paired computes them."""
+    se = statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan")
+    return statistics.mean(xs), se
 
 
 def paired(a: dict, b: dict) -> dict:
