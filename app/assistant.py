@@ -131,11 +131,25 @@ class Answer:
         are read as raw text. The answer stays right, but it took more of the context and a slower prefill,
         and a user who sees that should know why and that it passes once indexing catches up.
         """
-        n = self.raw_segments
-        if not n:
-            return ""
-        return (f"{n} passage{'' if n == 1 else 's'} had no latents from this compressor yet and "
-                f"{'was' if n == 1 else 'were'} read as raw text")
+        return raw_notice(self.raw_segments)
+
+    def notes(self) -> dict:
+        """What this answer could not read as planned, as data for the chat history ({} where nothing)."""
+        notes: dict = {}
+        if self.left_out:
+            notes["left_out"] = list(self.left_out)
+        if self.raw_segments:
+            notes["raw_segments"] = int(self.raw_segments)
+        return notes
+
+
+def raw_notice(n: int) -> str:
+    """The sentence of ``Answer.raw_notice`` for ``n`` raw passages; a module function so that a stored
+    answer (a chat reopened later, which keeps the count, not the Answer) says the same words."""
+    if not n:
+        return ""
+    return (f"{n} passage{'' if n == 1 else 's'} had no latents from this compressor yet and "
+            f"{'was' if n == 1 else 'were'} read as raw text")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -531,4 +545,4 @@ class Assistant:
 
 
 __all__ = ["Assistant", "AssistantConfig", "AssistantError", "Answer", "Citation", "Scope", "MODES", "NOT_FOUND",
-           "quoted_passages"]
+           "quoted_passages", "raw_notice"]

@@ -272,7 +272,8 @@ class Runtime:
                 else:
                     yield piece
         assert answer is not None
-        msg = self._store.add_message(chat_id, "assistant", answer.text, citations=citation_rows(answer))
+        msg = self._store.add_message(chat_id, "assistant", answer.text, citations=citation_rows(answer),
+                                      notes=answer.notes())
         yield Reply(chat_id, msg.id, answer)
 
     def _chat_for(self, chat_id: int | None, question: str) -> int:

@@ -206,14 +206,24 @@ def paired(before: list[dict], after: list[dict], across_configs: bool = False) 
             continue
         # same folder, same questions, same order
         pooled.setdefault(key(b), []).extend(zip(b["rows"], a["rows"], strict=True))
-    lines = []
     label = {key(r): config_of(r) for r in after}
+    # every length of one configuration together too: the questions are disjoint, so their pairs pool,
+    # and a decision that weighs the whole app (a ship rule) reads one line, not a mean of means
+    every: dict[tuple, list[tuple[dict, dict]]] = {}
     for k, pairs in pooled.items():
-        length, (mode, ratio, _) = k[0], label[k]
+        every.setdefault(label[k], []).extend(pairs)
+
+    def line(length, config: tuple, pairs: list[tuple[dict, dict]]) -> str:
+        mode, ratio, _ = config
         changed = sum(x["text"] != y["text"] for x, y in pairs)
-        lines.append(f"| {length} | {mode} | {ratio if mode == 'latent' else '-'} | {len(pairs)} | "
-                     f"{score([x for x, _ in pairs])} | {score([y for _, y in pairs])} | {change(pairs, 'em')} | "
-                     f"{change(pairs, 'f1')} | {changed} |")
+        return (f"| {length} | {mode} | {ratio if mode == 'latent' else '-'} | {len(pairs)} | "
+                f"{score([x for x, _ in pairs])} | {score([y for _, y in pairs])} | {change(pairs, 'em')} | "
+                f"{change(pairs, 'f1')} | {changed} |")
+
+    lines = [line(k[0], label[k], pairs) for k, pairs in pooled.items()]
+    lengths = {k[0] for k in pooled}
+    if len(lengths) > 1:
+        lines += [line("all", config, pairs) for config, pairs in every.items()]
     return head + "\n".join(lines)
 
 

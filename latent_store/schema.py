@@ -155,8 +155,17 @@ def _v1(db: Database) -> None:
         db.execute(statement)
 
 
+# --------------------------------------------------------------------------- v2
+def _v2(db: Database) -> None:
+    # What an answer could not read (documents left out of the context, passages read as raw text) is
+    # part of the answer: a chat reopened later must show it as it did live. Not citations (those are
+    # passages), so a column of its own; NULL on every older message means "nothing noted".
+    db.execute("ALTER TABLE messages ADD COLUMN notes_json TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "documents, segments, latents, FTS5 over segment text, folders, chats", _v1),
+    Migration(2, "messages.notes_json: what an answer could not read", _v2),
 )
 
 

@@ -712,25 +712,30 @@ class LatentStore:
             ).rowcount > 0
 
     def add_message(
-        self, chat_id: int, role: str, content: str, citations: Sequence[Mapping[str, Any]] | None = None
+        self, chat_id: int, role: str, content: str, citations: Sequence[Mapping[str, Any]] | None = None,
+        notes: Mapping[str, Any] | None = None,
     ) -> Message:
         """Append a message. ``citations`` are data (segment ids, pages, ...),
-        stored as JSON, never re-parsed out of the answer text."""
+        stored as JSON, never re-parsed out of the answer text; ``notes`` likewise
+        (what the answer could not read), so a reopened chat shows what the live one did."""
         if role not in ROLES:
             raise ValueError(f"unknown message role {role!r} (expected one of {sorted(ROLES)})")
         cites = [dict(c) for c in citations] if citations is not None else None
         cites_json = json.dumps(cites) if cites is not None else None
+        kept = dict(notes) if notes else None
+        notes_json = json.dumps(kept) if kept else None
         now = time.time()
         with self.transaction():
             if self._conn.execute("SELECT 1 FROM chats WHERE id = ?", (chat_id,)).fetchone() is None:
                 raise NotFound(f"chat {chat_id} does not exist")
             cur = self._conn.execute(
-                "INSERT INTO messages (chat_id, role, content, citations_json, created_at) VALUES (?, ?, ?, ?, ?)",
-                (chat_id, role, content, cites_json, now),
+                "INSERT INTO messages (chat_id, role, content, citations_json, notes_json, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (chat_id, role, content, cites_json, notes_json, now),
             )
             self._conn.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (now, chat_id))
             msg_id = int(cur.lastrowid)  # type: ignore[arg-type]
-        return Message(msg_id, chat_id, role, content, cites, now)
+        return Message(msg_id, chat_id, role, content, cites, now, kept)
 
     def list_chats(self) -> list[Chat]:
         """Most recently active first."""
@@ -742,9 +747,11 @@ class LatentStore:
 
     def get_messages(self, chat_id: int) -> list[Message]:
         rows = self._all(
-            "SELECT id, chat_id, role, content, citations_json, created_at FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,)
+            "SELECT id, chat_id, role, content, citations_json, created_at, notes_json FROM messages"
+            " WHERE chat_id = ? ORDER BY id", (chat_id,)
         )
-        return [Message(i, c, role, content, json.loads(cj) if cj is not None else None, t) for i, c, role, content, cj, t in rows]
+        return [Message(i, c, role, content, json.loads(cj) if cj is not None else None, t,
+                        json.loads(nj) if nj is not None else None) for i, c, role, content, cj, t, nj in rows]
 
     def delete_chat(self, chat_id: int) -> bool:
         """Delete a chat and its messages (cascade)."""

@@ -227,6 +227,7 @@ class Message:
     content: str
     citations: list[dict[str, Any]] | None
     created_at: float
+    notes: dict[str, Any] | None = None  # e.g. {"left_out": [paths], "raw_segments": 2}; None: nothing noted
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ def test_a_scope_too_long_for_the_context_drops_whole_documents_and_says_which(s
         ans = a.ask("Zorblax port")
         assert ans.left_out and "/docs/ops.txt" not in ans.left_out  # the matching document is kept
         assert len(ans.left_out) < len(DOCS)
+        assert ans.notes() == {"left_out": ans.left_out}  # kept with the answer in the chat history
         assert ans.citations[0].path == "/docs/ops.txt"
         with pytest.raises(AssistantError, match="does not fit"):
             a.ask("Zorblax port", mode="full", max_new_tokens=4)
@@ -132,6 +133,7 @@ def test_passages_not_yet_compressed_are_read_as_text_and_the_answer_says_how_ma
     assert before.raw_segments == 0 and before.raw_notice() == ""
     assert after.raw_segments == 2
     assert after.raw_notice() == "2 passages had no latents from this compressor yet and were read as raw text"
+    assert before.notes() == {} and after.notes() == {"raw_segments": 2}
     assert after.positions > before.positions
 
 

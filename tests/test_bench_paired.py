@@ -51,6 +51,16 @@ def test_several_folders_of_one_length_are_pooled_into_one_line():
     assert cells[3:] == ["2", "50.0 / 50.0", "100.0 / 100.0", "+50.0 (50.0)", "+50.0 (50.0)", "1"]
 
 
+def test_every_length_of_a_configuration_is_also_pooled_into_one_line():
+    before = [run(4096, [(0, 0.0), (0, 0.0)], ["a", "b"]), run(16384, [(1, 1.0)], ["c"])]
+    after = [run(16384, [(1, 1.0)], ["c"]), run(4096, [(1, 1.0), (0, 0.0)], ["x", "b"])]
+    table = assistant.paired(before, after)
+    assert row(table, 4096)[3] == "2" and row(table, 16384)[3] == "1"
+    # F1 differences +100, 0 (4k) and 0 (16k): mean +33.3, SD 57.74, SE 33.3, over the 3 questions
+    assert row(table, "all")[3:] == ["3", "33.3 / 33.3", "66.7 / 66.7", "+33.3 (33.3)", "+33.3 (33.3)", "1"]
+    assert "| all |" not in assistant.paired(before[:1], after[1:])  # one length: its line is the pool
+
+
 class _WordTokenizer:
     def __call__(self, text, add_special_tokens=False):
         return {"input_ids": text.split()}

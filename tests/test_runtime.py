@@ -181,6 +181,7 @@ def test_questions_are_answered_while_a_folder_is_being_indexed(runtime, tmp_pat
     st = runtime.status()
     assert st.active and st.docs_done < st.docs_total  # answered before the folder was done
     assert reply.answer.citations[0].path.endswith("ops.txt")
+    assert runtime.messages(reply.chat_id)[-1].notes == (reply.answer.notes() or None)  # what it could not read, kept
     assert "Indexing" in st.line() and "documents" in st.line()
     assert runtime.wait_idle(120)
 

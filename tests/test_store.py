@@ -483,11 +483,11 @@ def test_migrates_an_empty_file(tmp_path: Path):
     path = tmp_path / "empty.sqlite"
     path.touch()  # v0: a zero-byte file
     with LatentStore(path) as s:
-        assert s.schema_version == len(MIGRATIONS) == 1
+        assert s.schema_version == len(MIGRATIONS) == 2
     with raw(path) as c:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
         assert {"documents", "segments", "latents", "segments_fts", "folders", "chats", "messages", "schema_version"} <= tables
-        assert c.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
 
 
 def _add_language(db) -> None:
@@ -498,16 +498,17 @@ def _add_language(db) -> None:
 def test_upgrades_an_older_version_and_refuses_a_newer_one(db_path: Path):
     with LatentStore(db_path) as s:
         doc, _, _ = index(s, "/d/a.txt", TEXTS)
-    v2 = (*MIGRATIONS, Migration(2, "documents.language", _add_language))
+    nxt = len(MIGRATIONS) + 1
+    v2 = (*MIGRATIONS, Migration(nxt, "documents.language", _add_language))
     with LatentStore(db_path, migrations=v2) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == nxt
         assert s.get_document(doc.id).status == "indexed"
         assert len(s.load_scope([doc.id], FP)) == 3
     with raw(db_path) as c:
         assert c.execute("SELECT language FROM documents").fetchall() == [("en",)]
-        assert [r[0] for r in c.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+        assert [r[0] for r in c.execute("SELECT version FROM schema_version ORDER BY version")] == [*range(1, nxt + 1)]
     with LatentStore(db_path, migrations=v2) as s:  # idempotent re-open
-        assert s.schema_version == 2
+        assert s.schema_version == nxt
     with pytest.raises(SchemaTooNewError):
         LatentStore(db_path)  # an older release must not touch a newer file
 
@@ -521,14 +522,28 @@ def test_failed_migration_leaves_the_old_version(db_path: Path):
         raise RuntimeError("bug in migration")
 
     with pytest.raises(RuntimeError, match="bug in migration"):
-        LatentStore(db_path, migrations=(*MIGRATIONS, Migration(2, "broken", broken)))
+        LatentStore(db_path, migrations=(*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "broken", broken)))
     with raw(db_path) as c:
         cols = [r[1] for r in c.execute("PRAGMA table_info(documents)")]
         assert "language" not in cols
     with LatentStore(db_path) as s:
-        assert s.schema_version == 1 and s.stats().latents == 3
+        assert s.schema_version == len(MIGRATIONS) and s.stats().latents == 3
     with pytest.raises(ValueError, match="1..N"):
-        LatentStore(db_path, migrations=(*MIGRATIONS, Migration(3, "gap", broken)))
+        LatentStore(db_path, migrations=(*MIGRATIONS, Migration(len(MIGRATIONS) + 2, "gap", broken)))
+
+
+def test_a_chat_saved_by_the_first_release_opens_and_takes_notes_after_the_upgrade(db_path: Path):
+    with LatentStore(db_path, migrations=MIGRATIONS[:1]) as s:  # the v1 layout, as 2026-11 releases wrote it
+        chat = s.create_chat("old")
+    with raw(db_path) as c:  # a v1 release's INSERT: no notes column yet
+        c.execute("INSERT INTO messages (chat_id, role, content, citations_json, created_at) VALUES (?, 'assistant', 'Use <-.', NULL, 1.0)",
+                  (chat.id,))
+    with LatentStore(db_path) as s:
+        assert s.schema_version == len(MIGRATIONS)
+        (old,) = s.get_messages(chat.id)
+        assert (old.content, old.notes) == ("Use <-.", None)
+        s.add_message(chat.id, "assistant", "Port 7431.", notes={"left_out": ["/d/b.pdf"], "raw_segments": 2})
+        assert s.get_messages(chat.id)[1].notes == {"left_out": ["/d/b.pdf"], "raw_segments": 2}
 
 
 def test_refuses_a_foreign_sqlite_file(tmp_path: Path):
@@ -562,7 +577,7 @@ def test_stats(store: LatentStore):
     assert st.documents_by_status["pending"] == 0
     assert st.segments == 3 and st.latents == 3 and st.latent_bytes == 3 * 3 * 4 * 2
     assert st.text_bytes == sum(len(t.encode()) for t in TEXTS)
-    assert st.db_bytes > 0 and st.schema_version == 1
+    assert st.db_bytes > 0 and st.schema_version == len(MIGRATIONS)
 
 
 def test_folders(store: LatentStore):
@@ -588,6 +603,9 @@ def test_chats_api(store: LatentStore):
     got = store.get_messages(first.id)[1]
     assert (got.role, got.content, got.citations) == ("assistant", "Use <-.", cites)
     assert store.get_messages(first.id)[0].citations is None
+    noted = store.add_message(first.id, "assistant", "Port 7431.", notes={"raw_segments": 2})
+    assert noted.notes == store.get_messages(first.id)[-1].notes == {"raw_segments": 2}
+    assert got.notes is None and store.add_message(first.id, "user", "x", notes={}).notes is None  # nothing noted
     assert [c.id for c in store.list_chats()] == [first.id, second.id]  # most recently active first
     assert store.rename_chat(second.id, "later")
     assert store.list_chats()[0].title == "later"

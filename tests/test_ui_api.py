@@ -8,7 +8,7 @@ from gradio_client import Client
 
 import data
 from served import serve
-from ui.web import document_response_headers, md_text, passages_html
+from ui.web import document_response_headers, history_messages, md_text, passages_html
 
 OPS = "The Zorblax cluster listens on port 7431.\n\nBackups run nightly to the Lisbon vault.\n"
 TEA = "Green tea is brewed at eighty degrees.\n\nBlack tea wants boiling water.\n"
@@ -139,6 +139,27 @@ def test_passages_are_escaped_html():
     out = passages_html([evil], [])
     assert "<script>" not in out and "<img" not in out and "<b>x" not in out
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;img src=x onerror=y&gt;" in out
+
+
+def test_a_reopened_chat_shows_what_its_answers_could_not_read(tmp_path):
+    from types import SimpleNamespace
+
+    from latent_store import LatentStore
+
+    with LatentStore(tmp_path / "lib.sqlite") as store:
+        chat = store.create_chat("ports")
+        store.add_message(chat.id, "user", QUESTION)
+        cite = {"number": 1, "document_id": 1, "segment_id": 3, "path": "/d/ops.txt", "page": None, "char_start": 0,
+                "char_end": 9, "text": "port 7431", "score": 1.0, "kind": "cited", "mode": "latent"}
+        store.add_message(chat.id, "assistant", "Port 7431 [1].", citations=[cite],
+                          notes={"left_out": ["/d/big manual.pdf"], "raw_segments": 1})
+        msgs, cites, _, _ = history_messages(SimpleNamespace(messages=store.get_messages), chat.id)
+    texts = [m["content"] for m in msgs]
+    assert texts[:2] == [QUESTION, md_text("Port 7431 [1].")]
+    assert texts[2] == md_text("Not read (did not fit the context): big manual.pdf")
+    assert texts[3] == md_text("1 passage had no latents from this compressor yet and was read as raw text"
+                               " (they are compressed in the background; later answers read less)")
+    assert len(texts) == 4 + len(cites) == 5  # then its citation, as when it was answered
 
 
 def test_chat_text_is_shown_literally():

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from app.assistant import AssistantError, Citation, Scope
+from app.assistant import AssistantError, Citation, Scope, raw_notice
 from app.runtime import Reply, Runtime, citation_from_row
 from app.services import ServiceError
 from latent_store import NotFound
@@ -104,6 +104,19 @@ def more_choices(more: list[Citation]) -> list[tuple[str, int]]:
     return [(f"{where(c)}: {' '.join(c.text.split())[:70]}…", c.segment_id) for c in more]
 
 
+def notice_messages(notes: dict | None) -> list[dict]:
+    """What an answer could not read, as chat messages: the same words live and in a reopened chat."""
+    notes = notes or {}
+    msgs = []
+    if notes.get("left_out"):
+        msgs.append({"role": "assistant", "content": md_text(
+            "Not read (did not fit the context): " + ", ".join(Path(p).name for p in notes["left_out"]))})
+    if notes.get("raw_segments"):
+        msgs.append({"role": "assistant", "content": md_text(
+            raw_notice(int(notes["raw_segments"])) + " (they are compressed in the background; later answers read less)")})
+    return msgs
+
+
 def history_messages(runtime: Runtime, chat_id: int) -> tuple[list[dict], list[Citation], list[Citation], int | None]:
     """A stored chat as chatbot messages, plus the last answer's passages and id."""
     msgs: list[dict] = []
@@ -116,6 +129,7 @@ def history_messages(runtime: Runtime, chat_id: int) -> tuple[list[dict], list[C
             rows = m.citations or []
             cites = [citation_from_row(r) for r in rows if r.get("kind", "cited") == "cited"]
             more = [citation_from_row(r) for r in rows if r.get("kind") == "more"]
+            msgs += notice_messages(m.notes)
             msgs += citation_messages(cites)
             last_id = m.id
     return msgs, cites, more, last_id
@@ -232,12 +246,7 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                 if isinstance(piece, Reply):
                     a = piece.answer
                     history[-1] = {"role": "assistant", "content": md_text(a.text)}
-                    if a.left_out:
-                        history.append({"role": "assistant", "content": md_text(
-                            "Not read (did not fit the context): " + ", ".join(Path(p).name for p in a.left_out))})
-                    if a.raw_segments:
-                        history.append({"role": "assistant", "content": md_text(
-                            a.raw_notice() + " (they are compressed in the background; later answers read less)")})
+                    history += notice_messages(a.notes())
                     history += citation_messages(a.citations)
                     yield (history, "", piece.chat_id, piece.message_id, passages_html(a.citations, a.more),
                            gr.update(choices=more_choices(a.more), value=None),
