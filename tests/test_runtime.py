@@ -8,6 +8,7 @@ from app.assistant import AssistantError
 from app.runtime import Reply, Runtime
 from app.services import ServiceError
 from app.settings import Settings
+from latent_store import SegmentIn
 import data
 from data import wait_for
 
@@ -181,9 +182,17 @@ def test_questions_are_answered_while_a_folder_is_being_indexed(runtime, tmp_pat
     st = runtime.status()
     assert st.active and st.docs_done < st.docs_total  # answered before the folder was done
     assert reply.answer.citations[0].path.endswith("ops.txt")
-    assert runtime.messages(reply.chat_id)[-1].notes == (reply.answer.notes() or None)  # what it could not read, kept
     assert "Indexing" in st.line() and "documents" in st.line()
     assert runtime.wait_idle(120)
+
+
+def test_a_chat_keeps_what_its_answer_could_not_read(runtime, docs):
+    # a document whose passages have no latents yet (as when the compressor just changed): read as raw text
+    doc = runtime.store.upsert_document(str(docs / "later.txt"), folder=str(docs))
+    runtime.store.replace_document_content(doc.id, [SegmentIn(0, "The Zorblax backup server listens on port 9999.")])
+    _, reply = run(runtime.ask("Which port does the Zorblax cluster listen on?", max_new_tokens=2))
+    assert reply.answer.raw_segments == 1
+    assert runtime.messages(reply.chat_id)[-1].notes == {"raw_segments": 1}  # a reopened chat shows it again
 
 
 def test_a_checkpoint_fixes_the_ratio(runtime):
