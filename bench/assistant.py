@@ -1,9 +1,10 @@
-"""The assistant's modes side by side on folders no one here wrote: disfl_qa passages, questions from the same set.
+"""The assistant's modes side by side on folders no one here wrote: FAQ answers, and the questions they answer.
 
-For each folder length L (tokens of concatenated SQuAD paragraphs from
-BIG-bench's disfl_qa, one .txt file per paragraph) the folder is indexed once
-per compression ratio, then every configuration answers the same answerable
-questions (their paragraph is in the folder) through ``Assistant.ask``:
+For each folder length L (tokens of FAQ answers from bench/qa_data.py, one
+.txt file per answer, the questions themselves never written to the folder)
+the folder is indexed once per compression ratio, then every configuration
+answers the same questions (their answer is in the folder) through
+``Assistant.ask``:
 
   latent N=4/8/16   compressed documents + the top passages put back raw (the product)
   full              the folder's raw text (n/a where it does not fit the 32k context)
@@ -13,7 +14,9 @@ Each configuration runs in its own process (so its peak RSS is its own) on
 the llama.cpp backend. Time to first token is reported twice: "cold" for the
 first question (the documents block is prefilled: no prefix cache) and
 "warm" for the median of the others (the cached documents prefix is reused).
-Accuracy: SQuAD exact match and token F1, best over the targets.
+Accuracy: token F1 against the answer's first paragraph (and exact match),
+SQuAD-normalised. Until 2026-12 the folders were BIG-bench disfl_qa paragraphs;
+those reports in bench/results/ say so.
 
     python bench/assistant.py --lengths 4096 16384 --questions 10 --out bench/results/assistant
     python bench/assistant.py --smoke          # one tiny folder, two questions: seconds (CI runs it)
@@ -36,7 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report_files import write_report  # noqa: E402
-from bench.eval_qa import best_over, ensure_disfl_qa, exact_match, parse_disfl_example, token_f1  # noqa: E402
+from bench.eval_qa import best_over, exact_match, token_f1  # noqa: E402
+from bench.qa_data import DEFAULT_SOURCES, SOURCES, FAQItem, items_digest, load_items  # noqa: E402
 
 log = logging.getLogger("bench.assistant")
 CONFIGS = ["latent:4", "latent:8", "latent:16", "latent:8:inplace", "full:8", "rag:8"]
@@ -59,37 +63,33 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def build_folder(examples: list[dict], length: int, folder: Path, tokenizer, n_questions: int, seed: int = 0,
+def build_folder(items: list[FAQItem], length: int, folder: Path, tokenizer, n_questions: int, seed: int = 0,
                  taken: set[str] | None = None) -> list[dict]:
-    """Write paragraphs until the folder holds ``length`` tokens; return answerable questions about them.
+    """Write FAQ answers until the folder holds ``length`` tokens; return the questions they answer.
 
-    ``taken``: paragraphs already in other folders of the same length, skipped here and
-    added to, so several folders give disjoint questions (one 4k folder holds only ~15).
+    ``taken``: answers already in other folders of the same length, skipped here and
+    added to, so several folders give disjoint questions.
     """
     rng = random.Random(seed)
-    order = list(range(len(examples)))
+    order = list(range(len(items)))
     rng.shuffle(order)
     folder.mkdir(parents=True, exist_ok=True)
     taken = set() if taken is None else taken
-    seen: dict[str, str] = {}
-    total = 0
-    questions = []
+    total, questions = 0, []
     for i in order:
-        ex = parse_disfl_example(examples[i], i)
-        if ex.passage not in seen:
-            if ex.passage in taken:  # another folder's paragraph
-                continue
-            n = len(tokenizer(ex.passage, add_special_tokens=False)["input_ids"])
-            if total + n > length:
-                break
-            name = f"paragraph-{len(seen):03d}.txt"
-            (folder / name).write_text(ex.passage + "\n")
-            seen[ex.passage] = name
-            taken.add(ex.passage)
-            total += n
-        if ex.answerable and len(questions) < n_questions:
-            questions.append({"question": ex.question, "targets": ex.targets, "file": seen[ex.passage]})
-    return questions
+        it = items[i]
+        if it.id in taken:  # another folder's answer
+            continue
+        n = len(tokenizer(it.answer, add_special_tokens=False)["input_ids"])
+        if total + n > length:
+            continue  # too long for what is left: a shorter answer may fit
+        name = f"answer-{len(questions):03d}.txt"
+        (folder / name).write_text(it.answer + "\n")
+        taken.add(it.id)
+        total += n
+        questions.append({"question": it.question, "targets": it.targets, "file": name, "id": it.id})
+    rng.shuffle(questions)
+    return questions[:n_questions]
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -237,7 +237,7 @@ def select(results: list[dict], config: str) -> list[dict]:
     return picked
 
 
-def _run_folder(args: argparse.Namespace, examples: list[dict], tok, length: int, k: int, taken: set[str]) -> list[dict]:
+def _run_folder(args: argparse.Namespace, examples: list[FAQItem], tok, length: int, k: int, taken: set[str]) -> list[dict]:
     """Folder k of this length (disjoint from the earlier ones), every configuration in its own process."""
     tag = f"{length}" + (f"-{k}" if k else "")  # folder 0 keeps the one-folder runs' paths and questions
     folder = args.work / f"folder-{tag}"
@@ -260,10 +260,12 @@ def _run_folder(args: argparse.Namespace, examples: list[dict], tok, length: int
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384, 32768])
-    p.add_argument("--questions", type=int, default=10, help="answerable questions per folder, at most")
+    p.add_argument("--questions", type=int, default=10, help="questions per folder, at most")
+    p.add_argument("--sources", nargs="+", choices=list(SOURCES), default=list(DEFAULT_SOURCES),
+                   help="FAQ sources of the folders and questions (bench/qa_data.py)")
     p.add_argument("--folders", type=int, nargs="+", default=[1],
-                   help="folders per length, one number for all or one per --lengths (disjoint paragraphs: a 4k "
-                        "folder holds ~15 answerable questions, so 4 folders give a 4k figure ~60 questions wide)")
+                   help="folders per length, one number for all or one per --lengths (disjoint answers: a 4k "
+                        "folder holds ~15 answers, so 4 folders give a 4k figure ~60 questions wide)")
     p.add_argument("--configs", nargs="*", default=CONFIGS, help="mode:N[:inplace] (inplace: expanded passages replace their latents)")
     p.add_argument("--backend", default="llama.cpp")
     p.add_argument("--work", type=Path, default=Path("/tmp/lcd-bench-assistant"))
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     from lclm_core.default_model import load_default_decoder
 
     tok = load_default_decoder()[1]
-    examples = json.loads(ensure_disfl_qa().read_text())["examples"]
+    examples = load_items(args.sources)
     results = []
     t0 = time.time()
     for length, count in zip(args.lengths, counts):
@@ -304,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(count):
             results += _run_folder(args, examples, tok, length, k, taken)
     # A small folder holds fewer answerable questions than asked for: the table's column says how many each had.
-    text = (f"bench/assistant.py, backend {args.backend}, up to {args.questions} answerable disfl_qa questions per folder, "
+    text = (f"bench/assistant.py, backend {args.backend}, up to {args.questions} FAQ questions per folder "
+            f"({', '.join(args.sources)}: {len(examples)} items, sha256 {items_digest(examples)[:16]}), "
             f"{time.time() - t0:.0f} s\n\n" + table(results))
     print(text)
     if args.out:

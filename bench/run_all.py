@@ -18,10 +18,12 @@ checkpoint's own N. Tasks, on data nobody on this project wrote:
               document (paragraphs, sentences, at most 512 tokens; before
               2026-11-23 every 512 tokens, which could split the needle's
               number between two segments), top-2
-  disfl_qa    BIG-bench disfl_qa: the disfluent question over its SQuAD
-              paragraph (single: 64-token segments, top-1) and over that
-              paragraph among D-1 others (multi: one segment per paragraph,
-              top-1); SQuAD exact match and F1, with a fixed two-shot demo
+  faq         FAQ questions (bench/qa_data.py: docutils, perlfaq, the Debian
+              FAQ) over their answer as the FAQ gives it (single: 64-token
+              segments, top-1) and over that answer among D-1 others (multi:
+              one segment per answer, top-1); token F1 against the answer's
+              first paragraph, with a fixed two-shot demo. Until 2026-12 this
+              task was BIG-bench disfl_qa, which the registry no longer serves
   perplexity  essays: a 2,048-token context, then the next 256 tokens scored
   store       the app's own indexer over essays: encoder tokens/s, store bytes
 
@@ -60,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import plots  # noqa: E402
 from bench.eval_qa import (  # noqa: E402
-    DISFL_DEMO,
+    QA_DEMO,
     NEEDLE,
     NEEDLE_QUESTION,
     NEEDLE_SUFFIX,
@@ -68,24 +70,24 @@ from bench.eval_qa import (  # noqa: E402
     _same_vocab,
     best_over,
     default_cache_dir,
-    ensure_disfl_qa,
     ensure_essays,
     exact_match,
     haystack_segments,
     load_essays,
     needle_found,
     needle_haystacks,
-    parse_disfl_example,
+    qa_examples,
     SEGMENTERS,
     segment_note,
     segments_of,
     token_f1,
 )
+from bench.qa_data import DEFAULT_SOURCES, SOURCES, items_digest, load_items, select  # noqa: E402
 from bench.suite import Item, Outcome, Runner, answer_with, method_names, perplexity, score_continuation  # noqa: E402
 from lclm_core.inputs import Text, TokenIds  # noqa: E402
 
 log = logging.getLogger("bench.run_all")
-TASKS = ("needle", "disfl_single", "disfl_multi", "perplexity", "store")
+TASKS = ("needle", "faq_single", "faq_multi", "perplexity", "store")
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -191,27 +193,27 @@ def _qa_record(o: Outcome, ex, **extra) -> dict:
 
 def _qa_prompt(question: str) -> tuple[list, list, list]:
     suffix = f"\n\nQuestion: {question}\nAnswer:"
-    return [Text(DISFL_DEMO + "Passage:\n")], [Text(suffix)], [Text(DISFL_DEMO + suffix.lstrip())]
+    return [Text(QA_DEMO + "Passage:\n")], [Text(suffix)], [Text(QA_DEMO + suffix.lstrip())]
 
 
-def task_disfl_single(runner: Runner, examples, segment_tokens: int) -> list[dict]:
-    """The question over its own paragraph, cut into small segments so that expansion and RAG choose."""
+def task_faq_single(runner: Runner, examples, segment_tokens: int) -> list[dict]:
+    """The question over its own answer, cut into small segments so that expansion and RAG choose."""
     finish, records = answer_with(24), []
     for k, ex in enumerate(examples):
         before, after, bare = _qa_prompt(ex.question)
         item = Item(segments_of(runner.ev.tokenize(ex.passage), segment_tokens), before, after, bare, ex.question, 1)
-        records += [_qa_record(o, ex, task="disfl_single") for o in runner.run(item, finish)]
+        records += [_qa_record(o, ex, task="faq_single") for o in runner.run(item, finish)]
         if (k + 1) % 10 == 0 or k + 1 == len(examples):
-            log.info("disfl_single %d/%d", k + 1, len(examples))
+            log.info("faq_single %d/%d", k + 1, len(examples))
     return records
 
 
-def task_disfl_multi(runner: Runner, examples, pool, docs: int, seed: int, segment_tokens: int) -> list[dict]:
-    """The question over its paragraph among docs-1 other paragraphs (distinct texts), at a seeded position."""
+def task_faq_multi(runner: Runner, examples, pool, docs: int, seed: int, segment_tokens: int) -> list[dict]:
+    """The question over its answer among docs-1 other answers (distinct texts), at a seeded position."""
     finish, records = answer_with(24), []
     passages = sorted({p.passage for p in pool})
     for k, ex in enumerate(examples):
-        rng = random.Random(f"{seed}/multi/{ex.index}")
+        rng = random.Random(f"{seed}/multi/{ex.id}")
         others = rng.sample([p for p in passages if p != ex.passage], docs - 1)
         gold = rng.randrange(docs)
         paras = others[:gold] + [ex.passage] + others[gold:]
@@ -220,9 +222,9 @@ def task_disfl_multi(runner: Runner, examples, pool, docs: int, seed: int, segme
             segs += segments_of(runner.ev.tokenize(p + "\n\n"), segment_tokens)
         before, after, bare = _qa_prompt(ex.question)
         item = Item(segs, before, after, bare, ex.question, 1)
-        records += [_qa_record(o, ex, task="disfl_multi", docs=docs, gold=gold) for o in runner.run(item, finish)]
+        records += [_qa_record(o, ex, task="faq_multi", docs=docs, gold=gold) for o in runner.run(item, finish)]
         if (k + 1) % 5 == 0 or k + 1 == len(examples):
-            log.info("disfl_multi %d/%d", k + 1, len(examples))
+            log.info("faq_multi %d/%d", k + 1, len(examples))
     return records
 
 
@@ -390,14 +392,14 @@ def store_table(rows: Sequence[dict]) -> str:
 def make_plots(records: Sequence[dict], methods: Sequence[str], out: Path) -> list[Path]:
     files = []
     needle = [r for r in records if r["task"] == "needle"]
-    multi = [r for r in records if r["task"] == "disfl_multi"]
-    single = [r for r in records if r["task"] == "disfl_single"]
+    multi = [r for r in records if r["task"] == "faq_multi"]
+    single = [r for r in records if r["task"] == "faq_single"]
     if needle:
         L = max(r["length"] for r in needle)
         at_l = [r for r in needle if r["length"] == L]
         pts = [method_summary(at_l, m) for m in methods]
         panels = [(f"needle, {L:,} tokens", "accuracy %", pts)]
-        for recs, name in ((multi, "disfl_qa multi-document"), (single, "disfl_qa single paragraph")):
+        for recs, name in ((multi, "FAQ multi-document"), (single, "FAQ single answer")):
             if recs:
                 panels.append((name, "F1 %", [method_summary(recs, m) for m in methods]))
         files.append(plots.accuracy_vs_ttft(panels, out / "accuracy-vs-ttft.png"))
@@ -427,11 +429,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--segment-tokens", type=int, default=512, help="needle and multi-document segments")
     p.add_argument("--segmenter", choices=SEGMENTERS, default="app",
                    help="needle: cut haystacks as the app does (default) or every --segment-tokens tokens")
-    p.add_argument("--small-segment-tokens", type=int, default=64, help="single-paragraph disfl_qa segments")
+    p.add_argument("--small-segment-tokens", type=int, default=64, help="single-answer FAQ segments")
     p.add_argument("--top-k", type=int, default=2, help="needle: segments read as text by rag and expansion")
-    p.add_argument("--single", type=int, default=30, help="disfl_qa single-paragraph questions")
-    p.add_argument("--multi", type=int, default=20, help="disfl_qa multi-document questions")
-    p.add_argument("--docs", type=int, default=8, help="paragraphs per multi-document question")
+    p.add_argument("--single", type=int, default=30, help="FAQ single-answer questions")
+    p.add_argument("--multi", type=int, default=20, help="FAQ multi-document questions")
+    p.add_argument("--docs", type=int, default=8, help="answers per multi-document question")
+    p.add_argument("--sources", nargs="+", choices=list(SOURCES), default=list(DEFAULT_SOURCES),
+                   help="FAQ sources (bench/qa_data.py)")
     p.add_argument("--ppl-samples", type=int, default=6)
     p.add_argument("--ppl-context", type=int, default=2048)
     p.add_argument("--ppl-continuation", type=int, default=256)
@@ -496,10 +500,10 @@ def run(args: argparse.Namespace) -> tuple[str, dict, list[Path]]:
     records: list[dict] = []
     sections: list[str] = []
     essays = load_essays(ensure_essays(cache)) if {"needle", "perplexity", "store"} & set(args.tasks) else []
-    disfl = None
-    if {"disfl_single", "disfl_multi"} & set(args.tasks):
-        data = json.loads(ensure_disfl_qa(cache).read_text())["examples"]
-        disfl = [parse_disfl_example(ex, i) for i, ex in enumerate(data)]
+    faq = None
+    if {"faq_single", "faq_multi"} & set(args.tasks):
+        faq_items = load_items(args.sources, cache)
+        faq = qa_examples(faq_items)
 
     def timed(name: str, fn, *a) -> list[dict]:
         t = time.perf_counter()
@@ -515,23 +519,24 @@ def run(args: argparse.Namespace) -> tuple[str, dict, list[Path]]:
         sections.append(f"## Needle in a haystack\n\n{needle_tables(recs, methods)}\n\nSegments: "
                         f"{segment_note(args.segmenter, args.segment_tokens)}; rag and expansion read the BM25 top-{args.top_k} as text. "
                         f"{timings['needle_s']:.0f} s.")
-    if disfl is not None:
-        rng = random.Random(args.seed)
-        chosen = [disfl[i] for i in sorted(rng.sample(range(len(disfl)), max(args.single, args.multi)))]
-        if "disfl_single" in args.tasks:
-            recs = timed("disfl_single", task_disfl_single, runner, chosen[: args.single], args.small_segment_tokens)
+    if faq is not None:
+        chosen = qa_examples(select(faq_items, max(args.single, args.multi), args.seed))
+        digest = items_digest(faq_items)[:16]
+        if "faq_single" in args.tasks:
+            recs = timed("faq_single", task_faq_single, runner, chosen[: args.single], args.small_segment_tokens)
             records += recs
-            sections.append(f"## disfl_qa, single paragraph\n\n{qa_table(recs, methods, 'One SQuAD paragraph')}\n\n"
+            sections.append(f"## FAQ questions, single answer\n\n{qa_table(recs, methods, 'One FAQ answer')}\n\n"
                             f"Segments of {args.small_segment_tokens} tokens (so expansion and rag choose within the "
-                            f"paragraph), top-1 read as text. {timings['disfl_single_s']:.0f} s.")
-        if "disfl_multi" in args.tasks:
-            recs = timed("disfl_multi", task_disfl_multi, runner, chosen[: args.multi], disfl, args.docs, args.seed,
+                            f"answer), top-1 read as text. F1 against the answer's first paragraph "
+                            f"({', '.join(args.sources)}; items sha256 {digest}). {timings['faq_single_s']:.0f} s.")
+        if "faq_multi" in args.tasks:
+            recs = timed("faq_multi", task_faq_multi, runner, chosen[: args.multi], faq, args.docs, args.seed,
                          args.segment_tokens)
             records += recs
-            sections.append(f"## disfl_qa, multi-document\n\n"
-                            f"{qa_table(recs, methods, f'The paragraph among {args.docs} (the others drawn from the data set)')}"
-                            f"\n\nOne segment per paragraph; rag and expansion read the BM25 top-1 paragraph as text. "
-                            f"{timings['disfl_multi_s']:.0f} s.")
+            sections.append(f"## FAQ questions, multi-document\n\n"
+                            f"{qa_table(recs, methods, f'The answer among {args.docs} (the others drawn from the FAQs)')}"
+                            f"\n\nOne segment per answer; rag and expansion read the BM25 top-1 answer as text. "
+                            f"{timings['faq_multi_s']:.0f} s.")
     if "perplexity" in args.tasks:
         recs = timed("perplexity", task_perplexity, runner, essays, args.ppl_samples, args.ppl_context,
                      args.ppl_continuation, args.seed, args.segment_tokens)

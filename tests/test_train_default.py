@@ -49,7 +49,7 @@ def test_trained_parts_export_and_load_as_the_default(tmp_path):
     qa = tmp_path / "qa.json"
     needle = {"raw": {"4096": 1.0}, "latents+quotes": {"4096": 0.9}}
     qa.write_text(json.dumps({"args": {"lengths": [4096], "depths": [0.0, 0.5], "trials": 2, "n": 40},
-                              "summary": {"needle": needle, "disfl_qa": {"raw": {"f1": 0.3}}},
+                              "summary": {"needle": needle, "faq": {"raw": {"f1": 0.3}}},
                               "command": "python bench/eval_qa.py --n 40"}))
     parts = tmp_path / "parts" / "ratio-4"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(parts), "--figures", str(figs), "--qa-report", str(qa)]) == 0
@@ -57,7 +57,7 @@ def test_trained_parts_export_and_load_as_the_default(tmp_path):
     assert card["examples"] == 2 and "recon_greedy_acc" in card
     assert card["measured"].endswith(f"python -m lclm_core.train.trainer eval --ckpt {ckpt} --data {tmp_path / 'shards'} "
                                      f"--examples 2 --qa-examples 0 --batch-size 2 --out {figs}")
-    assert card["needle_4k_4_haystacks"] == needle and card["disfl_qa_40"] == {"raw": {"f1": 0.3}}
+    assert card["needle_4k_4_haystacks"] == needle and card["faq_qa_40"] == {"raw": {"f1": 0.3}}
     assert card["qa_measured"] == "python bench/eval_qa.py --n 40"
     assert (parts / "adapter" / "adapter.safetensors").exists() and (parts / "encoder" / "lora.safetensors").exists()
     assert (parts / "encoder" / "lora.safetensors").stat().st_size < 8_000_000  # a few MB at most

