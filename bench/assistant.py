@@ -96,6 +96,7 @@ def run_one(args: argparse.Namespace) -> dict:
     """One configuration in this process: index (if needed), ask every question, report."""
     from app.assistant import AssistantConfig
     from app.cli import main as cli
+    from app.quality import is_listing
     from app.services import open_assistant, open_store
     from app.settings import Settings
 
@@ -125,7 +126,10 @@ def run_one(args: argparse.Namespace) -> dict:
                          "f1": best_over(token_f1, ans.text, q["targets"]),
                          "cited": any(c.path.endswith(q["file"]) for c in ans.citations),
                          "ttft": ans.timings.get("ttft_s", time.perf_counter() - t), "reused": ans.prefix_reused,
-                         "positions": ans.positions, "text": ans.text})
+                         "positions": ans.positions, "text": ans.text,
+                         # replies that were not answers (the best passage was shown instead), and answers
+                         # that read a contents or index page as one of their passages
+                         "junk": ans.junk, "listing": any(is_listing(c.text) for c in ans.citations)})
         peak = _proc_status("VmHWM")
     return {**spec, "rows": rows, "loaded_rss_mb": loaded, "peak_rss_mb": peak}
 
@@ -137,15 +141,16 @@ def _folder_label(r: dict) -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| folder tokens | mode | N | questions | EM | F1 | passage cited | TTFT cold (s) | TTFT warm, median (s) | "
+    head = ("| folder tokens | mode | N | questions | EM | F1 | passage cited | no answer shown | listing read | "
+            "TTFT cold (s) | TTFT warm, median (s) | "
             "prompt positions | its KV (MB, computed) | RSS with models loaded (MB) | peak RSS answering (MB) |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in results:
         mode = r["mode"] + (" (in place)" if r.get("style") == "inplace" else "")
         n = r["ratio"] if r["mode"] == "latent" else "-"
         if "error" in r:
-            lines.append(f"| {_folder_label(r)} | {mode} | {n} | | n/a: {r['error'][:80]} | | | | | | | | |")
+            lines.append(f"| {_folder_label(r)} | {mode} | {n} | | n/a: {r['error'][:80]} | | | | | | | | | | |")
             continue
         rows = r["rows"]
         warm = [x["ttft"] for x in rows[1:]] or [float("nan")]
@@ -153,9 +158,15 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"| {_folder_label(r)} | {mode} | {n} | {len(rows)} | "
             f"{100 * statistics.mean(x['em'] for x in rows):.0f}% | {100 * statistics.mean(x['f1'] for x in rows):.0f}% | "
-            f"{100 * statistics.mean(x['cited'] for x in rows):.0f}% | {rows[0]['ttft']:.1f} | {statistics.median(warm):.2f} | "
+            f"{100 * statistics.mean(x['cited'] for x in rows):.0f}% | {_count(rows, 'junk')} | {_count(rows, 'listing')} | "
+            f"{rows[0]['ttft']:.1f} | {statistics.median(warm):.2f} | "
             f"{pos:,.0f} | {pos * KV_BYTES_PER_POSITION / 2**20:,.0f} | {r['loaded_rss_mb']:,.0f} | {r['peak_rss_mb']:,.0f} |")
     return head + "\n".join(lines)
+
+
+def _count(rows: list[dict], key: str) -> str:
+    """How many answers had ``key`` set (a report from before the key existed: n/a)."""
+    return f"{sum(bool(x[key]) for x in rows)}" if all(key in x for x in rows) else "n/a"
 
 
 def parse_config(conf: str) -> tuple[str, int, str]:

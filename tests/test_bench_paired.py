@@ -66,15 +66,16 @@ class _WordTokenizer:
         return {"input_ids": text.split()}
 
 
-def test_folders_of_one_length_hold_disjoint_paragraphs(tmp_path):
+def test_folders_of_one_length_hold_disjoint_answers(tmp_path):
+    from bench.qa_data import FAQItem
+
     paragraphs = [f"paragraph {i} " + "word " * 8 for i in range(12)]
-    examples = [{"input": f"what is {i}?\ncontext: {p}", "target": [str(i)]}
-                for i, p in enumerate(paragraphs) for _ in range(2)]  # two questions per paragraph
+    examples = [FAQItem(f"s:d:{i}", "s", "d", f"what is {i}?", p, str(i)) for i, p in enumerate(paragraphs)]
     taken: set[str] = set()
     folders = [assistant.build_folder(examples, 40, tmp_path / f"f{k}", _WordTokenizer(), 100, taken=taken)
                for k in range(3)]
     texts = [{f.read_text() for f in (tmp_path / f"f{k}").iterdir()} for k in range(3)]
-    assert all(len(t) == 4 for t in texts)  # 40 words hold four 10-word paragraphs
+    assert all(len(t) == 4 for t in texts)  # 40 words hold four 10-word answers
     assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
     for k, questions in enumerate(folders):  # every question is about a paragraph in its own folder
         assert questions and all((tmp_path / f"f{k}" / q["file"]).read_text().startswith(
