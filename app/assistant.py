@@ -37,11 +37,15 @@ from lclm_core.backend import ContextLengthError, DecoderBackend, GenerationConf
 from lclm_core.inputs import DecoderInputs, Latents, Part, Text
 from lclm_core.latents import LatentArray
 
+from .quality import fallback_text, is_listing, junk_reason
+
 log = logging.getLogger(__name__)
 
 MODES = ("latent", "full", "rag")
 EXPAND_STYLES = ("append", "inplace")
 NOT_FOUND = "Not found in your documents."
+HOLD_CHARS = 12  # a reply is streamed once it has this much text that is not prompt words or a header
+LISTING_WEIGHT = 0.2  # a contents or index page's score is cut to this share (app.quality.is_listing)
 INSTRUCTIONS = "Read the documents below and answer the question from them. Answer briefly.\n"
 _WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -116,6 +120,8 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     found: bool = True
     left_out: list[str] = field(default_factory=list)  # documents that did not fit the context
+    partial: dict[str, list[int]] = field(default_factory=dict)  # path -> [passages read, passages in all]
+    junk: str = ""  # why the decoder's reply was not an answer (then the text is the best passage instead)
     raw_segments: int = 0  # segments given as raw text because they had no latents yet
     expanded: list[int] = field(default_factory=list)  # segment ids put back as raw text
     more: list[Citation] = field(default_factory=list)  # the next-ranked passages, not read as text (the UI offers them)
@@ -138,6 +144,10 @@ class Answer:
         notes: dict = {}
         if self.left_out:
             notes["left_out"] = list(self.left_out)
+        if self.partial:
+            notes["partial"] = {k: list(v) for k, v in self.partial.items()}
+        if self.junk:
+            notes["no_answer"] = self.junk
         if self.raw_segments:
             notes["raw_segments"] = int(self.raw_segments)
         return notes
@@ -169,6 +179,11 @@ def rrf(*rankings: Sequence[int], k: int = 60) -> dict[int, float]:
 def _latent_tensor(seg: ScopeSegment) -> torch.Tensor:
     lat = seg.latent
     return LatentArray.from_payload(lat.payload, lat.dtype, lat.shape, lat.fingerprint, lat.ratio).data.float()
+
+
+def _where_cited(c: Citation) -> str:
+    name = c.path.rsplit("/", 1)[-1]
+    return f"{name}, page {c.page}" if c.page else name
 
 
 def _where(seg: ScopeSegment) -> str:
@@ -330,6 +345,9 @@ class Assistant:
             lo, hi = (0.0 if scores is bm25 else min(vals.values())), max(vals.values())
             for i, v in vals.items():
                 total[i] = total.get(i, 0.0) + w * ((v - lo) / (hi - lo) if hi > lo else 1.0)
+        listings = {s.segment.id for s in segs if s.segment.id in total and is_listing(s.segment.text)}
+        for i in listings:  # a contents or index page matches every word of a question and answers none
+            total[i] *= LISTING_WEIGHT
         return sorted(total, key=lambda i: (-total[i], i)), total
 
     def _relevant(self, bm25: dict[int, float], attention: dict[int, float], segs: list[ScopeSegment],
@@ -363,41 +381,65 @@ class Assistant:
     # ------------------------------------------------------------------ prompt
     def _fit(self, question: str, segs: list[ScopeSegment], bm25: dict[int, float], closeness: dict[int, float],
              numbered: bool, cfg: AssistantConfig, answer: Answer) -> list[ScopeSegment]:
-        """Whole documents, best first, while they fit; the rest are named in ``answer.left_out``."""
+        """The scope as it fits the context: all of it where it fits, else its most relevant passages.
+
+        A scope too long for the context (one 1,000-page manual at N = 8 is ~90k positions against
+        32k) keeps the segments that bm25 and the latents' closeness to the question rank best, in
+        document order, and names what it skipped: documents not read at all in ``answer.left_out``,
+        documents read in part in ``answer.partial``. Whole documents are never the unit: dropping the
+        biggest document would drop the one a user most needs help with.
+        """
         b = self.backend
         by_doc: dict[int, list[ScopeSegment]] = {}
         for s in segs:
             by_doc.setdefault(s.segment.document_id, []).append(s)
         raw = cfg.mode == "full"
-        cost = {d: len(b.builder.build([p for p, _ in self._doc_parts(ss, raw, numbered=numbered)], add_bos=False))
-                for d, ss in by_doc.items()}
+        seg_cost: dict[int, int] = {}  # segment -> its positions (with its label, where segments are numbered)
+        head_cost: dict[int, int] = {}  # document -> its header's positions
+        for d, ss in by_doc.items():
+            head_cost[d], label = 0, 0
+            for part, sid in self._doc_parts(ss, raw, numbered=numbered):
+                n = len(b.builder.build([part], add_bos=False))
+                if sid is not None:
+                    seg_cost[sid], label = n + label, 0
+                elif numbered and head_cost[d]:
+                    label += n  # a segment's label goes with the segment it names
+                else:
+                    head_cost[d] += n
         tail = self._question_block(question, [], numbered=True)
         budget = (b.n_ctx - len(b.builder.build([Text(INSTRUCTIONS), *tail], add_bos=True)) - cfg.reserve_tokens
                   - cfg.max_new_tokens)
         if cfg.mode == "latent" and cfg.expand_style == "append":
             budget -= cfg.expand_tokens + 16 * cfg.expand_k  # the passages and their headers
-        if sum(cost.values()) <= budget:
+        total = sum(head_cost.values()) + sum(seg_cost.values())
+        if total <= budget:
             return segs
         if cfg.mode == "full":
-            raise AssistantError(f"the scope's raw text ({sum(cost.values()):,} positions) does not fit the decoder's "
+            raise AssistantError(f"the scope's raw text ({total:,} positions) does not fit the decoder's "
                                  f"{b.n_ctx:,}: use the latent mode or a smaller scope")
-        # Rank documents: their best bm25 segment, and how close their latents sit to the question's tokens.
-        best = {d: max((bm25.get(s.segment.id, 0.0) for s in ss), default=0.0) for d, ss in by_doc.items()}
-        near = {d: max((closeness[s.segment.id] for s in ss if s.segment.id in closeness), default=-1.0)
-                for d, ss in by_doc.items()}
-        # only documents that match a word of the question have a bm25 rank: ties at zero are no evidence,
-        # and ranking them by list order let hundreds of unrelated documents outrank the one that matches
-        matching = sorted((d for d in by_doc if best[d] > 0), key=lambda d: -best[d])
-        fused = rrf(matching, sorted(by_doc, key=lambda d: -near[d]))
-        keep, used = set(), 0
-        for d in sorted(by_doc, key=lambda d: -fused[d]):
-            if used + cost[d] <= budget:
-                keep.add(d)
-                used += cost[d]
-            else:
-                answer.left_out.append(by_doc[d][0].path)
-        log.info("scope too long for the context: %d documents left out", len(answer.left_out))
-        return [s for s in segs if s.segment.document_id in keep]
+        # Only segments that match a word of the question have a bm25 rank (ties at zero are no evidence);
+        # closeness ranks them all, weakly; contents and index pages go last.
+        ids = [s.segment.id for s in segs]
+        matching = sorted((i for i in ids if bm25.get(i, 0) > 0), key=lambda i: -bm25[i])
+        fused = rrf(matching, sorted((i for i in ids if i in closeness), key=lambda i: -closeness[i]))
+        listing = {s.segment.id for s in segs if is_listing(s.segment.text)}
+        doc_of = {s.segment.id: s.segment.document_id for s in segs}
+        keep, used, opened = set(), 0, set()
+        for i in sorted(ids, key=lambda i: (i in listing, -fused.get(i, 0.0), i)):
+            need = seg_cost[i] + (0 if doc_of[i] in opened else head_cost[doc_of[i]])
+            if used + need <= budget:
+                keep.add(i)
+                used += need
+                opened.add(doc_of[i])
+        for d, ss in by_doc.items():
+            read = sum(s.segment.id in keep for s in ss)
+            if not read:
+                answer.left_out.append(ss[0].path)
+            elif read < len(ss):
+                answer.partial[ss[0].path] = [read, len(ss)]
+        log.info("scope of %d positions over the %d available: %d of %d passages read, %d documents not read",
+                 total, budget, len(keep), len(ids), len(answer.left_out))
+        return [s for s in segs if s.segment.id in keep]
 
     @staticmethod
     def _doc_parts(segs: list[ScopeSegment], raw: bool, raw_ids: set[int] = frozenset(),
@@ -467,8 +509,11 @@ class Assistant:
             yield NOT_FOUND
             yield answer
             return
-        top = sorted(bm25, key=lambda i: -bm25[i])[: cfg.rag_k]
-        segs = {s.id: s for s in self.store.get_segments_by_id(top)}
+        ranked = sorted(bm25, key=lambda i: -bm25[i])
+        pool = {s.id: s for s in self.store.get_segments_by_id(ranked[: 4 * cfg.rag_k])}
+        # a contents or index page matches every word of a question and answers none: content first
+        top = sorted((i for i in ranked if i in pool), key=lambda i: is_listing(pool[i].text))[: cfg.rag_k]
+        segs = {i: pool[i] for i in top}
         docs = {d.id: d.path for d in self.store.list_documents()}
         picked = [ScopeSegment(segs[i], docs.get(segs[i].document_id, ""), None) for i in top if i in segs]
         answer.citations = [self._cite(n + 1, s, bm25[s.segment.id]) for n, s in enumerate(picked)]
@@ -513,28 +558,40 @@ class Assistant:
         answer.positions = b.n_past
         answer.timings["prefill_question_s"] = time.perf_counter() - t
         res = GenerationResult()
-        text = ""
+        text, shown = "", 0  # shown: how much of text has been yielded
+        names = {c.path for c in answer.citations}
         gen = b.generate(GenerationConfig(max_new_tokens=cfg.max_new_tokens, stop=["\nQuestion:", "\n\n"]),
                          logits=logits, result=res)
         for piece in gen:
             if "ttft_s" not in answer.timings:
                 answer.timings["ttft_s"] = time.perf_counter() - t0
-            if cfg.one_paragraph and text.strip() and "\n" in piece:
+            stop = cfg.one_paragraph and text.strip() and "\n" in piece
+            if stop:
                 # A small model that has said its answer starts over on the next line; one paragraph is the answer.
                 piece = piece.split("\n", 1)[0]
                 res.finish_reason = "stop"
-                text += piece
-                if piece:
-                    yield piece
-                gen.close()
-                break
             if not text.strip():
                 piece = piece.lstrip("\n") if not text else piece
             text += piece
-            if piece:
-                yield piece
+            # Held back while it could still be a non-answer ("Answer:", a header): never shown, then retracted.
+            if len(text.strip()) >= HOLD_CHARS and not junk_reason(text, names):
+                if text[shown:]:
+                    yield text[shown:]
+                shown = len(text)
+            if stop:
+                gen.close()
+                break
         answer.text = text.strip()
         answer.finish_reason = res.finish_reason
+        answer.junk = junk_reason(answer.text, names)
+        if answer.junk:
+            log.info("reply not shown (%s): %r", answer.junk, answer.text[:200])
+            best = answer.citations[0] if answer.citations else None
+            answer.text = fallback_text(_where_cited(best) if best else None, best.text if best else None)
+            if not shown:
+                yield answer.text
+        elif text[shown:]:
+            yield text[shown:]
         answer.timings.setdefault("ttft_s", time.perf_counter() - t0)
         answer.timings["total_s"] = time.perf_counter() - t0
         yield answer

@@ -52,10 +52,11 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         except ServiceError as e:
             raise UserError(str(e)) from e
         with assistant:
-            answer = None
+            answer, streamed = None, ""
             try:
                 for piece in assistant.stream(args.question, Scope(folders=tuple(folders), paths=tuple(paths))):
                     if isinstance(piece, str):
+                        streamed += piece
                         if not args.json:
                             print(piece, end="", flush=True)
                     else:
@@ -69,12 +70,17 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps(asdict(answer), indent=2))
             return 0
         print()
+        if answer.junk and streamed.strip() != answer.text:  # the reply turned out not to be an answer
+            print(f"(that reply was not an answer: {answer.junk})\n{answer.text}")
         for c in answer.citations:
             page = f", page {c.page}" if c.page else ""
             snippet = " ".join(c.text.split())[:160]
             print(f"  [{c.number}] {c.path}{page} (segment {c.segment_id}): {snippet}…")
         if answer.left_out:
             print(f"  not read (did not fit the context): {', '.join(answer.left_out)}", file=sys.stderr)
+        for path, (read, total) in answer.partial.items():
+            print(f"  read in part (its {read:,} most relevant of {total:,} passages; the rest did not fit the "
+                  f"context): {path}", file=sys.stderr)
         if answer.raw_segments:
             print(f"  {answer.raw_notice()}: `lclm-docs index` on their folders compresses them", file=sys.stderr)
         t = answer.timings

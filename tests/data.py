@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 
 R_INTRO = Path("/usr/share/R/doc/manual/R-intro.pdf")
 DEBIAN_REFERENCE = Path("/usr/share/debian-reference/debian-reference.en.pdf")
+OCTAVE = Path("/usr/share/doc/octave/octave.pdf")  # 1,158 pages: longer than the decoder's context at any N
+R_LANG = Path("/usr/share/R/doc/manual/R-lang.pdf")  # never R-FAQ.pdf: held out of everything
 
 #: file -> the Debian package that ships it
-PACKAGES: dict[Path, str] = {R_INTRO: "r-doc-pdf", DEBIAN_REFERENCE: "debian-reference-en"}
+PACKAGES: dict[Path, str] = {R_INTRO: "r-doc-pdf", DEBIAN_REFERENCE: "debian-reference-en", OCTAVE: "octave-doc",
+                             R_LANG: "r-doc-pdf"}
 
 _attempted: set[str] = set()
 

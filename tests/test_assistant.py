@@ -92,21 +92,37 @@ def test_scope_limits_what_is_read_and_cited(assistant):
         assistant.ask("anything", Scope(folders=("/elsewhere",)))
 
 
-def test_a_scope_too_long_for_the_context_drops_whole_documents_and_says_which(store):
+def test_a_scope_too_long_for_the_context_reads_its_best_passages_and_says_what_it_skipped(store):
     model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
     fill(store, model.config.hidden_size)
     cfg = AssistantConfig(max_new_tokens=4, reserve_tokens=16, expand_tokens=40, expand_k=1)
     with Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, cfg) as a:
         everything = a.ask("Zorblax port")
-    # room for the instructions, the question, one passage and two of the three documents
+    # room for the instructions, the question, one passage and most of the six segments
     with Assistant(store, TorchDecoder(model, tok, n_ctx=everything.positions + 4 - 30), FP, cfg) as a:
         ans = a.ask("Zorblax port")
-        assert ans.left_out and "/docs/ops.txt" not in ans.left_out  # the matching document is kept
-        assert len(ans.left_out) < len(DOCS)
-        assert ans.notes() == {"left_out": ans.left_out}  # kept with the answer in the chat history
-        assert ans.citations[0].path == "/docs/ops.txt"
+        skipped = sum(total - read for read, total in ans.partial.values()) + 2 * len(ans.left_out)
+        assert 0 < skipped < 6 and "/docs/ops.txt" not in ans.left_out  # the matching passage is read
+        assert ans.notes() == {k: v for k, v in (("left_out", ans.left_out), ("partial", ans.partial)) if v}
+        assert ans.citations[0].path == "/docs/ops.txt" and ans.citations[0].text.startswith("The Zorblax")
         with pytest.raises(AssistantError, match="does not fit"):
             a.ask("Zorblax port", mode="full", max_new_tokens=4)
+
+
+def test_one_document_longer_than_the_context_is_read_in_part_not_dropped(store):
+    """A 1,000-page manual is the document a user most needs help with: its best passages are read."""
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    pages = [f"Page {i} describes the blue widget assembly, step {i}." for i in range(300)]
+    pages[217] = "The eye function creates an identity matrix of the given size."
+    fill(store, model.config.hidden_size, docs={"/docs/octave.pdf": pages})  # 300 x 3 latent rows: 900+ positions
+    cfg = AssistantConfig(max_new_tokens=4, reserve_tokens=160, expand_tokens=100, expand_k=1)  # the tiny tokenizer
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=600), FP, cfg) as a:  # spends a token per character
+        ans = a.ask("Which function creates an identity matrix?")
+    assert ans.found and not ans.left_out
+    read, total = ans.partial["/docs/octave.pdf"]
+    assert 0 < read < total == 300
+    assert ans.citations[0].page == 218 and "identity matrix" in ans.citations[0].text
+    assert ans.positions <= 600
 
 
 def test_among_many_unrelated_documents_the_matching_one_is_kept(store):

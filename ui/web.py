@@ -111,6 +111,10 @@ def notice_messages(notes: dict | None) -> list[dict]:
     if notes.get("left_out"):
         msgs.append({"role": "assistant", "content": md_text(
             "Not read (did not fit the context): " + ", ".join(Path(p).name for p in notes["left_out"]))})
+    if notes.get("partial"):
+        msgs.append({"role": "assistant", "content": md_text(
+            "Read in part (the most relevant passages; the rest did not fit the context): " + ", ".join(
+                f"{Path(p).name} ({read:,} of {total:,} passages)" for p, (read, total) in notes["partial"].items()))})
     if notes.get("raw_segments"):
         msgs.append({"role": "assistant", "content": md_text(
             raw_notice(int(notes["raw_segments"])) + " (they are compressed in the background; later answers read less)")})
@@ -160,7 +164,8 @@ def answer_payload(reply: Reply) -> dict:
                       "text": c.text, "url": document_url(c)}
     return {"done": True, "chat_id": reply.chat_id, "message_id": reply.message_id, "text": a.text, "found": a.found,
             "mode": a.mode, "citations": [cite(c) for c in a.citations], "more": [cite(c) for c in a.more],
-            "left_out": a.left_out, "raw_segments": a.raw_segments, "timings": a.timings}
+            "left_out": a.left_out, "partial": a.partial, "no_answer": a.junk, "raw_segments": a.raw_segments,
+            "timings": a.timings}
 
 
 def _user_error(e: Exception) -> gr.Error:
