@@ -123,3 +123,22 @@ def test_greedy_reports_of_different_passages_are_not_paired(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"recon_greedy_acc": 0.25}))
     with pytest.raises(SystemExit, match="no per-passage greedy scores"):
         paired_greedy.main([str(tmp_path / "old.json"), str(tmp_path / "b.json")])
+
+
+def test_eval_qa_conditions_pair_with_rag_question_by_question():
+    from bench import qa_paired
+
+    def rec(cond, qid, f1):
+        return {"measure": "faq", "condition": cond, "id": qid, "f1": f1, "em": 0.0}
+
+    report = {"compressor": {"ratio": 8}, "records": [
+        rec("rag", "a", 0.2), rec("rag", "b", 0.4), rec("latents+quotes", "a", 0.5), rec("latents+quotes", "b", 0.3),
+        {"measure": "needle", "condition": "rag", "correct": 1.0}]}
+    rows = {c: (n, m, d, se) for c, n, m, d, se in qa_paired.paired_rows(report)}
+    # differences +30 and -10 points: mean +10, SD 28.28, SE 20
+    n, m, d, se = rows["latents+quotes"]
+    assert n == 2 and m == pytest.approx(40) and d == pytest.approx(10) and se == pytest.approx(20)
+    assert rows["rag"][2] == 0
+    assert "| r | 8 | latents+quotes | 2 | 40.0 | +10.0 | 20.0 |" in qa_paired.table([("r", report)])
+    with pytest.raises(SystemExit, match="no 'none' condition"):
+        qa_paired.paired_rows(report, base="none")
