@@ -5,6 +5,7 @@ Before 2026-12-07 the scope fit kept or dropped whole documents, so this manual 
 the context)" and the answer was "Not found in your documents" with no passage read at all.
 """
 
+import re
 import shutil
 
 import pytest
@@ -18,9 +19,11 @@ from app.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# octave.pdf page 669 (21.1.2 "Creating Permutation Matrices"): "... an identity matrix ... eye (n) returns a
-# diagonal matrix"; page 541 (16.3 "Special Utility Matrices") defines eye. Either page answers the question.
-EYE_PAGES = {541, 542, 669, 671}
+# The pages of octave.pdf that say eye (n) gives an identity matrix: 541-542 (16.3 "Special Utility Matrices",
+# its definition) and 668-671 (21.1, diagonal and permutation matrices: "P = eye (n) (:, q)", "I = eye (n)
+# is an identity matrix"). Which of them ranks first moves with the attention scores from run to run.
+EYE_PAGES = {541, 542, 668, 669, 671}
+EYE = re.compile(r"\beye \(")  # not speye (, the sparse one
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,8 @@ def test_a_manual_longer_than_the_context_is_read_in_part_and_cites_the_page_tha
     assert ans.found and not ans.left_out  # before: "not read (did not fit the context)", nothing found
     read, total = ans.partial[octave]
     assert 0 < read < total and ans.notes()["partial"] == {octave: [read, total]}  # said, and kept in the chat
-    assert any(c.page in EYE_PAGES and "eye (" in c.text and "identity matrix" in c.text for c in ans.citations)
+    assert any(c.page in EYE_PAGES and EYE.search(c.text) and "identity matrix" in c.text for c in ans.citations), \
+        [(c.page, c.text[:60]) for c in ans.citations]
     # What the user reads is an answer or, where the decoder only copied its prompt (the 270M decoder does
     # here: issue 30), the best passage quoted with its page: never the copied text.
     assert not junk_reason(ans.text, [octave]) or ans.text.startswith("No answer could be formed")
