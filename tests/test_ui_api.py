@@ -62,7 +62,11 @@ def test_an_answer_streams_then_arrives_with_its_citations(app):
     assert partial and all(not o["done"] for o in partial)
     texts = [o["text"] for o in partial]
     assert all(a == b[: len(a)] for a, b in zip(texts, texts[1:]))  # each piece extends the last
-    assert final["done"] and final["found"] and final["text"] == texts[-1].strip()
+    assert final["done"] and final["found"]
+    if final["no_answer"]:  # the tiny random decoder's reply was a loop: the best passage is shown in its place
+        assert final["text"].startswith("No answer could be formed from the passages.") and "7431" in final["text"]
+    else:
+        assert final["text"] == texts[-1].strip()
     assert final["raw_segments"] == 0  # every passage was indexed before the question: all read as latents
     first = final["citations"][0]
     assert first["document"] == str(docs / "ops.txt") and "7431" in first["text"]
