@@ -181,14 +181,10 @@ def _latent_tensor(seg: ScopeSegment) -> torch.Tensor:
     return LatentArray.from_payload(lat.payload, lat.dtype, lat.shape, lat.fingerprint, lat.ratio).data.float()
 
 
-def _where_cited(c: Citation) -> str:
-    name = c.path.rsplit("/", 1)[-1]
-    return f"{name}, page {c.page}" if c.page else name
-
-
-def _where(seg: ScopeSegment) -> str:
-    name = seg.path.rsplit("/", 1)[-1]
-    return f"{name}, page {seg.segment.page}" if seg.segment.page else name
+def _where(path: str, page: int | None) -> str:
+    """A passage's place as the prompt and the user read it: 'file.pdf, page 12', or the file name."""
+    name = path.rsplit("/", 1)[-1]
+    return f"{name}, page {page}" if page else name
 
 
 def quoted_passages(passages: list[tuple[str, str]]) -> str:
@@ -483,7 +479,7 @@ class Assistant:
         return _Prompt(block, ranges, n_raw)
 
     def _question_block(self, question: str, passages: list[ScopeSegment], numbered: bool) -> list[Part]:
-        text = quoted_passages([(_where(s), s.segment.text) for s in passages])
+        text = quoted_passages([(_where(s.path, s.segment.page), s.segment.text) for s in passages])
         text += f"\nQuestion: {question}\nAnswer:"
         return [Text(text)]
 
@@ -587,7 +583,7 @@ class Assistant:
         if answer.junk:
             log.info("reply not shown (%s): %r", answer.junk, answer.text[:200])
             best = answer.citations[0] if answer.citations else None
-            answer.text = fallback_text(_where_cited(best) if best else None, best.text if best else None)
+            answer.text = fallback_text(_where(best.path, best.page) if best else None, best.text if best else None)
             if not shown:
                 yield answer.text
         elif text[shown:]:
