@@ -343,7 +343,8 @@ def needle_tables(recs: Sequence[dict], methods: Sequence[str]) -> str:
 def qa_table(recs: Sequence[dict], methods: Sequence[str], title: str) -> str:
     n = len({r["index"] for r in recs})
     n_ans = len({r["index"] for r in recs if r["answerable"]})
-    out = [f"{title}: {n} questions ({n_ans} answerable, the others' target is 'unknown'); SQuAD-normalised %, "
+    unknown = f" ({n_ans} answerable, the others' target is 'unknown')" if n_ans < n else ""
+    out = [f"{title}: {n} questions{unknown}; SQuAD-normalised %, "
            "times medians", "",
            "| method | EM | F1 | F1 answerable | TTFT s (cached) | TTFT s (with compression) | positions | KV MB |",
            "|---|---|---|---|---|---|---|---|"]
