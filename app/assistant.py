@@ -129,6 +129,7 @@ class Answer:
     prefix_reused: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # prefill_s, ttft_s, total_s
     finish_reason: str = ""
+    new_tokens: int = 0  # tokens the decoder generated (the speed in tokens/s is this over total_s - ttft_s)
 
     def raw_notice(self) -> str:
         """A sentence for the user where passages went in as raw text; '' where none did.
@@ -579,6 +580,7 @@ class Assistant:
                 break
         answer.text = text.strip()
         answer.finish_reason = res.finish_reason
+        answer.new_tokens = len(res.token_ids)
         answer.junk = junk_reason(answer.text, names)
         if answer.junk:
             log.info("reply not shown (%s): %r", answer.junk, answer.text[:200])

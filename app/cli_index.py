@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .cli import UserError
-from .indexer import IndexerConfig, Progress
+from .indexer import IndexerConfig, Progress, device_type
 from .ingest import IngestLimits
 from .settings import Settings
 
@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="skip a PDF with a page of more text than this (default %(default)s)")
     common.add_argument("--max-file-mb", type=float, default=IngestLimits.max_file_mb,
                         help="skip larger files (default %(default)s)")
-    common.add_argument("--batch", type=int, default=IndexerConfig.batch_segments, help="segments per encoder batch")
+    common.add_argument("--batch", type=int, default=None,
+                        help=f"segments per encoder batch (default {IndexerConfig.batch_segments} on a CPU, "
+                             f"{IndexerConfig.for_device('cuda').batch_segments} on a GPU)")
 
     p = sub.add_parser("index", parents=[common], help="index files and folders once, then exit")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (folders are scanned recursively)")
@@ -97,10 +99,16 @@ class ProgressPrinter:
 
 
 # ---------------------------------------------------------------- commands
-def _config(args: argparse.Namespace) -> IndexerConfig:
-    if args.max_pages < 1 or args.max_file_mb <= 0 or args.batch < 1 or args.max_page_chars < 1:
+def _check(args: argparse.Namespace) -> None:
+    if args.max_pages < 1 or args.max_file_mb <= 0 or (args.batch is not None and args.batch < 1) or args.max_page_chars < 1:
         raise UserError("--max-pages, --max-page-chars, --max-file-mb and --batch must be positive")
-    return IndexerConfig(batch_segments=args.batch, limits=IngestLimits(
+
+
+def _config(args: argparse.Namespace, device: str = "cpu") -> IndexerConfig:
+    """The indexer's sizes for the device the encoder loaded on, with the user's limits and --batch."""
+    _check(args)
+    batch = {"batch_segments": args.batch} if args.batch is not None else {}
+    return IndexerConfig.for_device(device, **batch, limits=IngestLimits(
         max_file_mb=args.max_file_mb, max_pages=args.max_pages, max_page_chars=args.max_page_chars))
 
 
@@ -114,13 +122,14 @@ def _service(args: argparse.Namespace, settings: Settings, paths: list[str], *, 
     from .services import IndexingService, ServiceError, load_models, open_store
 
     _quiet_pdf_logs(args)
-    config = _config(args)
+    _check(args)
     missing = [p for p in paths if not Path(p).expanduser().exists()]
     if missing:  # before the model loads: a typo should cost no seconds
         raise UserError(f"no such file or folder: {', '.join(missing)}")
     store = open_store(settings)
     try:
         comp = load_models(settings, ratio=args.ratio).compressor
+        config = _config(args, device_type(comp))
         return IndexingService.create(store, comp, paths, config=config, callbacks=[printer], watch=watch,
                                       debounce_s=getattr(args, "debounce", 0.5))
     except ServiceError as e:

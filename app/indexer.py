@@ -73,6 +73,12 @@ class Compressor(Protocol):
     def compress(self, texts: Sequence[str], windows_per_batch: int = 8) -> Sequence[LatentLike]: ...
 
 
+def device_type(compressor: object) -> str:
+    """Where a compressor's encoder runs ("cpu" when it does not say)."""
+    dev = getattr(getattr(compressor, "encoder", None), "device", None)
+    return getattr(dev, "type", None) or "cpu"
+
+
 def to_latent_in(lat: LatentLike) -> LatentIn:
     return LatentIn(lat.payload(), lat.dtype_name, tuple(lat.shape), lat.fingerprint, int(lat.ratio))  # type: ignore[arg-type]
 
@@ -140,6 +146,20 @@ class IndexerConfig:
     max_requeues: int = 5  # a file rewritten faster than it can be indexed waits for its next event
     limits: IngestLimits = field(default_factory=IngestLimits)
 
+    @classmethod
+    def for_device(cls, device_type: str, **kw) -> "IndexerConfig":
+        """The sizes for an encoder on ``device_type``: a GPU gets batches 8x fuller.
+
+        16 segments of 512 tokens keep a CPU busy, but leave a GPU's matrix units mostly idle
+        (a 0.6B encoder takes ~10 TFLOP per 8k-token batch, milliseconds on a data-centre GPU),
+        so on CUDA a call carries up to 128 segments / 64k tokens. More documents are parsed ahead
+        to fill those batches; their latents, float16, stay small beside the GPU's memory.
+        """
+        if device_type == "cuda":
+            kw = {"batch_segments": 128, "batch_tokens": 65536, "windows_per_batch": 128, "max_docs_in_flight": 32,
+                  **kw}
+        return cls(**kw)
+
 
 @dataclass
 class _Job:
@@ -185,7 +205,7 @@ class Indexer:
     ) -> None:
         self.store = store
         self.compressor = compressor
-        self.config = config or IndexerConfig()
+        self.config = config or IndexerConfig.for_device(device_type(compressor))
         self._callbacks: list[ProgressCallback] = list(callbacks)
         self._cond = threading.Condition()
         self._queue: OrderedDict[int, None] = OrderedDict()

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .backend import ContextLengthError, DecoderBackend
 from .inputs import DecoderInputs, EmbedSpan, Part, TokenSpan
@@ -42,6 +43,8 @@ class TorchDecoder(DecoderBackend):
         self._prefixes: OrderedDict[str, tuple[int, torch.Tensor, DynamicCache]] = OrderedDict()
         self.max_prefixes = 2
         self.last_prefix_hit = 0  # positions the last prefill_cached restored instead of computing
+        # (key, n_past, logits) after each block prefill_cached put into the live cache, in order
+        self._live: list[tuple[str, int, torch.Tensor]] = []
         if model.generation_config is not None:
             eos = model.generation_config.eos_token_id
             self.eos_ids |= {eos} if isinstance(eos, int) else set(eos or ())
@@ -68,8 +71,33 @@ class TorchDecoder(DecoderBackend):
         return self._embed(torch.tensor(list(ids), dtype=torch.long, device=self.device))
 
     def reset(self) -> None:
-        self.cache = None
+        """Start a new sequence. The old cache is kept until the next pass replaces it, so that
+        ``prefill_cached`` can still cut it back to a prefix the new sequence shares."""
         self.n_past = 0
+
+    def _croppable(self) -> bool:
+        """True when every layer of the live cache keeps every position (no sliding window), so the
+        cache can be cut back to a shorter prefix in place instead of kept as a copy."""
+        layers = getattr(self.cache, "layers", None)
+        return bool(layers) and all(type(x) is DynamicLayer and not x.is_sliding for x in layers)
+
+    def _truncate(self, n: int) -> None:
+        """Cut the live cache back to its first ``n`` positions (a croppable cache only).
+
+        Slicing, not ``DynamicCache.crop``: crop's argument changed meaning across transformers 5.x
+        (an absolute length, then a count to remove), and the device we benchmark on may run another 5.x.
+        """
+        for layer in self.cache.layers:
+            if layer.is_initialized and layer.keys is not None and layer.keys.numel():
+                layer.keys = layer.keys[..., :n, :]
+                layer.values = layer.values[..., :n, :]
+        self.n_past = n
+
+    def kv_bytes(self) -> int:
+        """Bytes the live KV cache holds (keys and values of every layer)."""
+        layers = (getattr(self.cache, "layers", None) or []) if self.n_past else []
+        return sum(t.numel() * t.element_size() for x in layers for t in (getattr(x, "keys", None), getattr(x, "values", None))
+                   if isinstance(t, torch.Tensor))
 
     def _embeds(self, span: TokenSpan | EmbedSpan) -> torch.Tensor:
         if isinstance(span, TokenSpan):
@@ -97,8 +125,9 @@ class TorchDecoder(DecoderBackend):
 
     def _run(self, embeds: torch.Tensor, want_logits: bool) -> torch.Tensor | None:
         n = embeds.shape[0]
-        if self.cache is None:
-            self.cache = DynamicCache(config=self.model.config)
+        if self.cache is None or self.n_past == 0:
+            self.cache = DynamicCache(config=self.model.config)  # the old one (if any) is freed here
+            self._live = []
         pos = torch.arange(self.n_past, self.n_past + n, device=self.device)[None]
         out = self.model(
             inputs_embeds=embeds[None],
@@ -127,21 +156,28 @@ class TorchDecoder(DecoderBackend):
         for sp in inputs.spans:
             if isinstance(sp, TokenSpan):
                 h.update(b"T" + torch.tensor(sp.ids, dtype=torch.int64).numpy().tobytes())
-            else:
-                h.update(b"E" + sp.embeds.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            else:  # the stored bytes as they are (float16 latents: no float32 copy of a 100k-row prompt)
+                t = sp.embeds.detach().to("cpu").contiguous()
+                h.update(b"E" + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+                h.update(memoryview(t.view(torch.uint8).numpy()))
 
     @torch.no_grad()
     def prefill_cached(self, *blocks: DecoderInputs | Sequence[Part]) -> torch.Tensor:
         """Like ``LlamaCppDecoder.prefill_cached``: reuse the longest run of blocks seen before.
 
-        The sequence state after each block is kept (a copy of the KV cache: on
-        Gemma only the global layers grow with the prompt, the sliding ones stay
-        at their window), keyed by a digest of everything up to that block, so a
-        second question over the same documents skips their prefill.
+        Two ways to keep a prefix, by what the cache allows:
+        - a model whose layers all keep every position (Qwen3, Llama): the live cache itself. The
+          blocks' keys and lengths are remembered, and a later call that starts with the same blocks
+          cuts the cache back to them in place. No copy: at 128k positions a Qwen3-4B cache is
+          about 19 GB, and a copy beside it is what would not fit on the GPU;
+        - a model with sliding-window layers (Gemma), whose cache has dropped old positions and
+          cannot be cut back: a copy of the cache after each block (small: only the global layers
+          grow with the prompt), ``max_prefixes`` of them, keyed by a digest of everything up to
+          that block.
+        Either way a second question over the same documents skips their prefill.
         """
         if not blocks:
             raise ValueError("nothing to prefill")
-        self.reset()
         built = [b if isinstance(b, DecoderInputs) else self.build(b, add_bos=i == 0) for i, b in enumerate(blocks)]
         total = sum(len(b) for b in built)
         if total > self.n_ctx:
@@ -152,22 +188,37 @@ class TorchDecoder(DecoderBackend):
             keys.append(h.hexdigest())
         start, logits = 0, None
         self.last_prefix_hit = 0
-        for i in range(len(built) - 1, -1, -1):
-            hit = self._prefixes.get(keys[i])
-            if hit is not None:
-                self.n_past, logits, cache = hit
-                self.cache = copy.deepcopy(cache)
-                self._prefixes.move_to_end(keys[i])
-                start = i + 1
-                self.last_prefix_hit = self.n_past
-                log.debug("prefix reuse: %d positions", self.n_past)
-                break
+        live = self._live if self.cache is not None and self._croppable() else []
+        same = 0
+        while same < min(len(live), len(keys)) and live[same][0] == keys[same]:
+            same += 1
+        if same:
+            _, n, logits = live[same - 1]
+            self._truncate(n)
+            self._live = live[:same]
+            start = same
+        else:
+            self.reset()
+            for i in range(len(built) - 1, -1, -1):
+                hit = self._prefixes.get(keys[i])
+                if hit is not None:
+                    self.n_past, logits, cache = hit
+                    self.cache = copy.deepcopy(cache)
+                    self._prefixes.move_to_end(keys[i])
+                    start = i + 1
+                    break
+        self.last_prefix_hit = self.n_past
+        if self.n_past:
+            log.debug("prefix reuse: %d positions", self.n_past)
         for i in range(start, len(built)):
             if len(built[i]):
                 logits = self._prefill_spans(built[i])
-            self._prefixes[keys[i]] = (self.n_past, logits, copy.deepcopy(self.cache))
-            while len(self._prefixes) > self.max_prefixes:
-                self._prefixes.popitem(last=False)
+            if self._croppable():
+                self._live.append((keys[i], self.n_past, logits))
+            else:
+                self._prefixes[keys[i]] = (self.n_past, logits, copy.deepcopy(self.cache))
+                while len(self._prefixes) > self.max_prefixes:
+                    self._prefixes.popitem(last=False)
         assert logits is not None
         return logits.float()
 
@@ -176,13 +227,15 @@ class TorchDecoder(DecoderBackend):
         """(n_past,) attention that ``inputs`` (e.g. a question) pays to every position already
         in the sequence, summed over heads, query positions and the global-attention layers.
 
-        The sequence is left as it was: the pass runs on a copy of the cache,
-        with eager attention (the fused kernels do not return weights).
+        The sequence is left as it was: the pass runs with eager attention (the fused kernels do not
+        return weights) on the live cache, which is then cut back, or on a copy where the cache cannot
+        be cut back (sliding-window layers).
         """
         if self.cache is None or self.n_past == 0:
             raise ValueError("attention_mass reads attention over a prefilled sequence")
         n_prev = self.n_past
-        cache = copy.deepcopy(self.cache)
+        in_place = self._croppable()
+        cache = self.cache if in_place else copy.deepcopy(self.cache)
         rows = torch.cat([self._embeds(s) for s in inputs.spans])
         cfg = self.model.config
         prev = getattr(cfg, "_attn_implementation", None) or "sdpa"
@@ -193,14 +246,17 @@ class TorchDecoder(DecoderBackend):
                              output_attentions=True, logits_to_keep=1)
         finally:
             self.model.set_attn_implementation(prev)
+            if in_place:
+                self._truncate(n_prev)
         types = getattr(cfg, "layer_types", None) or ["full_attention"] * len(out.attentions)
-        mass = torch.zeros(n_prev, dtype=torch.float32)
+        mass = torch.zeros(n_prev, dtype=torch.float32, device=self.device)
         for att, kind in zip(out.attentions, types):
             if kind == "full_attention" and att is not None and att.shape[-1] >= n_prev:
-                mass += att[0, :, :, :n_prev].float().sum((0, 1)).cpu()
-        return mass
+                mass += att[0, :, :, :n_prev].float().sum((0, 1))
+        return mass.cpu()
 
     def close(self) -> None:
         self.cache = None
+        self._live = []
         self._prefixes.clear()
         self.model = None  # type: ignore[assignment]

@@ -21,7 +21,7 @@ import pytest
 
 import data
 from app.cli import main
-from app.indexer import Compressor, Indexer, IndexerConfig, Progress
+from app.indexer import Compressor, Indexer, IndexerConfig, Progress, device_type
 from app.ingest import clean_text, parse_document
 from app.watcher import FolderSync
 from latent_store import LatentStore
@@ -66,6 +66,19 @@ def assert_fully_indexed(store: LatentStore, fp: str, path: Path, comp, max_toke
 def test_fake_and_real_compressors_satisfy_the_protocol(tiny_compressor):
     assert isinstance(data.FakeCompressor(), Compressor)
     assert isinstance(tiny_compressor, Compressor)
+
+
+def test_an_encoder_on_a_gpu_gets_fuller_batches(store, tiny_compressor):
+    cpu = Indexer(store, tiny_compressor).config
+    assert cpu == IndexerConfig()
+    gpu = IndexerConfig.for_device("cuda")
+    assert gpu.batch_tokens >= 8 * cpu.batch_tokens and gpu.windows_per_batch >= gpu.batch_segments
+    assert IndexerConfig.for_device("cuda", batch_segments=7).batch_segments == 7  # the user's --batch wins
+
+    class OnGpu:  # what the indexer asks of a compressor to size its batches
+        encoder = type("E", (), {"device": type("D", (), {"type": "cuda"})()})()
+
+    assert device_type(OnGpu()) == "cuda" and device_type(object()) == "cpu"
 
 
 def test_indexes_a_folder_with_progress_events(store, folder, fake_compressor):

@@ -156,3 +156,62 @@ def test_chunked_prefill_of_many_spans_equals_one_pass():
     chunked = dec.prefill(parts)
     torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
     assert dec.n_past == n
+
+
+def _docs_and_question(dec: TorchDecoder):
+    docs = dec.build([Text("alpha beta gamma"), Latents(torch.randn(6, dec.hidden_size))], add_bos=True)
+    return docs, dec.build([Text(" a question?")], add_bos=False)
+
+
+def test_a_model_without_sliding_layers_reuses_its_prefix_in_place_without_a_copy():
+    dec = backend("qwen")
+    docs, q = _docs_and_question(dec)
+    dec.prefill_cached(docs)
+    live = dec.cache
+    dec.prefill(q)
+    dec.eos_ids = set()
+    list(dec.generate(GenerationConfig(max_new_tokens=4), logits=dec.prefill(dec.build([Text(" more")], add_bos=False))))
+    other = dec.build([Text(" another question?")], add_bos=False)
+    again = dec.prefill_cached(docs, other)
+    assert dec.last_prefix_hit == len(docs)
+    assert dec.cache is live and not dec._prefixes  # cut back in place: no copy was ever kept
+    assert dec.n_past == len(docs) + len(other)
+    torch.testing.assert_close(again, dec.logits_for(docs + other)[-1], rtol=1e-4, atol=1e-4)
+    # the cache holds exactly the prompt's positions, in every layer
+    cfg = dec.model.config
+    per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * dec.dtype.itemsize
+    assert dec.kv_bytes() == per_position * dec.n_past
+
+
+def test_a_model_with_sliding_layers_keeps_copies_of_its_prefixes():
+    dec = backend("gemma")
+    docs, q = _docs_and_question(dec)
+    first = dec.prefill_cached(docs)
+    dec.prefill(q)
+    assert len(dec._prefixes) == 1 and not dec._live
+    again = dec.prefill_cached(docs)
+    assert dec.last_prefix_hit == len(docs) and dec.n_past == len(docs)
+    torch.testing.assert_close(again, first)
+
+
+def test_a_different_first_block_starts_over():
+    dec = backend("qwen")
+    docs, q = _docs_and_question(dec)
+    dec.prefill_cached(docs, q)
+    other = dec.build([Text("other documents entirely")], add_bos=True)
+    got = dec.prefill_cached(other, q)
+    assert dec.last_prefix_hit == 0 and dec.n_past == len(other) + len(q)
+    torch.testing.assert_close(got, dec.logits_for(other + q)[-1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["qwen", "gemma"])
+def test_attention_mass_leaves_the_sequence_as_it_was(family):
+    dec = backend(family)
+    docs, q = _docs_and_question(dec)
+    dec.prefill_cached(docs)
+    before = dec.kv_bytes()
+    mass = dec.attention_mass(q)
+    assert mass.shape == (len(docs),) and mass.sum() > 0
+    assert dec.n_past == len(docs) and dec.kv_bytes() == before
+    torch.testing.assert_close(dec.prefill(q), dec.logits_for(docs + q)[-1], rtol=1e-4, atol=1e-4)
+    assert dec.prefill_cached(docs) is not None and dec.last_prefix_hit == len(docs)
