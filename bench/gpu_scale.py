@@ -293,6 +293,22 @@ def index_documents(store, comp, folder: Path, gpu: Gpu, batch_tokens: int | Non
     return out
 
 
+def batch_sweep(comp, doc: Path, work: Path, gpu: Gpu, sizes: "tuple[int, ...]" = (8192, 32768, 65536)) -> "list[dict]":
+    """One document indexed into a fresh store per indexer batch size: the evidence for ``IndexerConfig.for_device``."""
+    from latent_store import LatentStore
+
+    out = []
+    for size in sizes:
+        folder = work / f"sweep-{size}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / doc.name).write_bytes(doc.read_bytes())
+        with LatentStore(work / f"sweep-{size}.sqlite") as store:
+            [(wall, rate, tokens)] = index_documents(store, comp, folder, gpu, size).values()
+        out.append({"batch_tokens": size, "tokens": tokens, "wall_s": wall, "encoder_tok_s": rate})
+        log.info("batch sweep: %s", out[-1])
+    return out
+
+
 def ask_rows(assistant, store, docs: dict[int, Path], mode: str, ratio: int | None, gpu: Gpu,
              indexed: dict[str, tuple[float, float, int]], deadline: float) -> "list[Row]":
     """A cold and a warm ask per document, with their memory; a failure is a row with its reason."""
@@ -365,6 +381,15 @@ def table(rows: "list[Row]") -> str:
     return "\n".join(out)
 
 
+def sweep_table(sweep: "list[dict]") -> str:
+    if not sweep:
+        return "Indexer batch sizes: not measured."
+    lines = [f"Indexer batch size, one {sweep[0]['tokens']:,}-token document into a fresh store (N of the first ratio):", "",
+             "| batch tokens | wall s | encoder tok/s |", "|---|---|---|"]
+    lines += [f"| {x['batch_tokens']:,} | {x['wall_s']:.2f} | {fmt(x['encoder_tok_s'], ',.0f')} |" for x in sweep]
+    return "\n".join(lines)
+
+
 def paper_table(rows: "list[Row]") -> str:
     at = {(r.mode, r.ratio, r.length): r for r in rows}
     ours16, full = at.get(("latent", 16, 65536)), at.get(("full", None, 65536))
@@ -390,7 +415,7 @@ def write(out: Path, meta: dict, rows: "list[Row]") -> None:
         f"per token; weights on the device {fmt(meta.get('weights_gb'), '.1f')} GB; checkpoint built in "
         f"{meta['build_s']:.0f} s, loaded in {', '.join(f'{x:.1f}' for x in meta['load_s'])} s; indexer batches of "
         f"{meta['batch_tokens']} tokens. Wall time {meta['wall_s']:.0f} s.", "",
-        table(rows), "", "Against the paper (its decoder is the same Qwen3-4B):", "", paper_table(rows), "",
+        table(rows), "", sweep_table(meta["batch_sweep"]), "", "Against the paper (its decoder is the same Qwen3-4B):", "", paper_table(rows), "",
         "TTFT cached: the ask with the document's latents already in the store and an empty decoder cache. "
         "With compression: that document's indexing (parse, encode, commit) plus the cached TTFT. "
         "Warm: a second question over the same document (the prefix cache). Peak memory includes the weights.",
@@ -451,6 +476,7 @@ def main(argv: "list[str] | None" = None) -> int:
             "chars_per_token": len(text) / len(tok(text, add_special_tokens=False)["input_ids"]),
             "tokenizer_size": len(tok), "paper": PAPER, "wall_s": 0.0, "weights_gb": None,
             "batch_tokens": args.batch_tokens or IndexerConfig.for_device(placement.device.type).batch_tokens,
+            "batch_sweep": [],
         }
         rows: list[Row] = []
         # Highest N first, then full context, then the lower ratios: if time runs out, what goes
@@ -474,6 +500,9 @@ def main(argv: "list[str] | None" = None) -> int:
             rows += ask_rows(assistant, store, docs, "latent", n, gpu, indexed, deadline)
             if i == 0:
                 rows += ask_rows(assistant, store, docs, "full", None, gpu, {}, deadline)
+                mid = [L for L in lengths if L <= 65536][-1:] or lengths[:1]
+                if time.monotonic() < deadline:
+                    meta["batch_sweep"] = batch_sweep(models.compressor, docs[mid[0]], work / "sweep", gpu)
             meta["wall_s"] = time.monotonic() - t0
             write(args.out, meta, rows)
             assistant.close()

@@ -78,3 +78,20 @@ def test_the_report_names_the_device_and_sets_the_paper_beside_it(report):
     assert "# GPU scale: " in md and "tiny shapes" in md
     assert "| TTFT at 64k, 16x | 0.48 s |" in md
     assert "| latent N=16 | 20k |" in md and "| full | 20k |" in md
+    sweep = json.loads((report / "report.json").read_text())["meta"]["batch_sweep"]
+    assert [x["batch_tokens"] for x in sweep] == [8192, 32768, 65536] and all(x["encoder_tok_s"] > 0 for x in sweep)
+    assert "| 65,536 |" in md
+
+
+def test_the_device_runner_pins_what_the_tests_ran_and_passes_arguments_through():
+    import importlib.metadata as md
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "scripts" / "gpu_bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert f"sqlite-utils=={md.version('sqlite-utils')}" in mod.pins()
+    seen = {}
+    mod.cmd_run = lambda a: seen.setdefault("args", a) and 0
+    mod.main(["run", "--budget-s", "60", "--", "--lengths", "8192"])
+    assert seen["args"].budget_s == 60 and seen["args"].rest == ["--lengths", "8192"]
