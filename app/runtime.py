@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from latent_store import Chat, Document, LatentStore, Message, NotFound
+from latent_store import Chat, Document, LatentStore, Message, NotFound, SearchHit
 
 from .assistant import Answer, Assistant, AssistantConfig, AssistantError, Citation, Scope
 from .indexer import IndexerConfig, Progress
@@ -176,6 +176,13 @@ class Runtime:
     def reindex(self, document_id: int | None = None) -> str:
         n = self._indexing.reindex(None if document_id is None else [int(document_id)])
         return f"{n} document(s) queued for indexing"
+
+    def search(self, query: str, *, limit: int = 10, scope: Scope | None = None) -> list[tuple[SearchHit, str]]:
+        """Passages holding any of the query's words, best (bm25) first, each with its whole text."""
+        ids = [d.id for d in scope.documents(self._store)] if scope else None
+        hits = self._store.search(query, document_ids=ids, limit=max(1, min(int(limit), 100)), mode="any")
+        texts = {s.id: s.text for s in self._store.get_segments_by_id([h.segment_id for h in hits])}
+        return [(h, texts.get(h.segment_id, "")) for h in hits]
 
     def status(self) -> IndexingStatus:
         by = self._store.documents_by_status()

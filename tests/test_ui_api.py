@@ -190,3 +190,75 @@ def test_a_question_can_be_asked_over_chosen_folders(app):
     assert {c["document"] for c in only_other["citations"] + only_other["more"]} == {str(other / "ports.txt")}
     everything = list(client.submit(QUESTION, 0, api_name="/ask"))[-1]
     assert str(docs / "ops.txt") in {c["document"] for c in everything["citations"]}
+
+
+# ------------------------------------------------------------------ the OpenAI-compatible API
+def openai_client(served):
+    from openai import OpenAI
+
+    return OpenAI(base_url=served.url + "v1", api_key="unused-on-loopback", max_retries=0, timeout=120)
+
+
+def test_an_openai_client_gets_the_answer_and_its_citations(app):
+    served, _, docs, _ = app
+    resp = openai_client(served).chat.completions.create(
+        model="latent-context-docs", messages=[{"role": "system", "content": "Be brief."},
+                                               {"role": "user", "content": QUESTION}])
+    text = resp.choices[0].message.content
+    cites = resp.model_extra["citations"]
+    assert cites and cites[0]["path"] == str(docs / "ops.txt") and cites[0]["number"] == 1
+    assert "7431" in cites[0]["text"] and cites[0]["url"] == f"/document/{cites[0]['document_id']}"
+    # numbered sources close the text, for clients that show text only
+    assert "\n\nSources:\n[1] ops.txt: \"The Zorblax cluster listens on port 7431." in text
+    assert resp.usage.prompt_tokens > 0 and resp.choices[0].finish_reason == "stop"
+
+
+def test_an_openai_client_streams_the_answer_then_the_citations(app):
+    served, _, docs, _ = app
+    chunks = list(openai_client(served).chat.completions.create(
+        model="latent-context-docs:rag", stream=True, messages=[{"role": "user", "content": QUESTION}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert len(chunks) >= 4 and text.strip()  # role, content..., sources, stop
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert last.model_extra["citations"][0]["path"] == str(docs / "ops.txt")
+    assert "Sources:\n[1] ops.txt" in text
+
+
+def test_openai_models_and_the_errors_a_client_can_act_on(app):
+    import openai
+
+    served = app[0]
+    client = openai_client(served)
+    ids = [m.id for m in client.models.list()]
+    assert ids[0] == "latent-context-docs" and "latent-context-docs:full" in ids
+    with pytest.raises(openai.NotFoundError, match="no model 'gpt-4o'"):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": QUESTION}])
+    with pytest.raises(openai.BadRequestError, match="no user message"):
+        client.chat.completions.create(model="latent-context-docs", messages=[{"role": "system", "content": "hi"}])
+
+
+# ------------------------------------------------------------------ MCP over HTTP, beside the UI
+def test_an_mcp_client_over_http_lists_the_tools_and_gets_an_answer_with_citations(app):
+    import anyio
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    served, _, docs, _ = app
+
+    async def session_run():
+        async with streamable_http_client(served.url + "mcp") as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = {t.name for t in (await session.list_tools()).tools}
+                asked = await session.call_tool("ask", {"question": QUESTION})
+                found = await session.call_tool("search", {"query": "Lisbon vault backups"})
+                return tools, asked, found
+
+    tools, asked, found = anyio.run(session_run)
+    assert {"ask", "search", "list_documents"} <= tools
+    assert not asked.is_error, asked.content
+    answer = asked.structured_content
+    assert answer["answer"] and answer["citations"][0]["path"] == str(docs / "ops.txt")
+    hits = found.structured_content["result"]
+    assert hits[0]["document"] == "ops.txt" and "Lisbon vault" in hits[0]["text"]

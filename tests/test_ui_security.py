@@ -38,7 +38,9 @@ def test_password_check():
     assert password_ok(basic(SECRET, user=""), SECRET)
     assert not password_ok(basic("wrong"), SECRET)
     assert not password_ok(None, SECRET)
-    assert not password_ok("Bearer " + SECRET, SECRET)
+    assert password_ok("Bearer " + SECRET, SECRET)  # an API client sends it as its key
+    assert not password_ok("Bearer guess", SECRET)
+    assert not password_ok(SECRET, SECRET)
     assert not password_ok("Basic %%%not-base64", SECRET)
 
 
@@ -57,7 +59,8 @@ def locked(tmp_path_factory, tiny_checkpoint):
     served.stop()
 
 
-@pytest.mark.parametrize("path", ["", "document/1", "gradio_api/info", "config", "gradio_api/queue/join"])
+@pytest.mark.parametrize("path", ["", "document/1", "gradio_api/info", "config", "gradio_api/queue/join", "v1/models",
+                                  "mcp"])
 def test_every_route_wants_the_password(locked, path):
     status, headers = get(locked.url + path)
     assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
@@ -70,3 +73,27 @@ def test_with_the_password_the_ui_and_its_api_work(locked):
     client = Client(locked.url, headers={"Authorization": basic(SECRET)}, verbose=False)
     final = list(client.submit("Which port does the Zorblax cluster listen on?", 0, api_name="/ask"))[-1]
     assert final["citations"][0]["document"].endswith("ops.txt")
+
+
+def test_api_clients_send_the_password_as_their_key(locked):
+    import anyio
+    import httpx2
+    import openai
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=locked.url + "v1", api_key="guess", max_retries=0).models.list()
+    client = openai.OpenAI(base_url=locked.url + "v1", api_key=SECRET, max_retries=0, timeout=120)
+    resp = client.chat.completions.create(model="latent-context-docs",
+                                          messages=[{"role": "user", "content": "Which port does the Zorblax cluster listen on?"}])
+    assert resp.model_extra["citations"][0]["document"] == "ops.txt"
+
+    async def tools():
+        async with httpx2.AsyncClient(headers={"Authorization": "Bearer " + SECRET}, timeout=60) as http:
+            async with streamable_http_client(locked.url + "mcp", http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    return {t.name for t in (await session.list_tools()).tools}
+
+    assert "ask" in anyio.run(tools)

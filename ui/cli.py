@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("torch", "llama.cpp"), help="decoder backend (default: torch)")
     p.add_argument("--open", dest="open_browser", action="store_true", help="open the UI in the default browser")
     p.set_defaults(func=cmd_serve)
+    m = sub.add_parser("mcp", help="an MCP server over stdio (for desktop MCP clients): ask, search, list_documents")
+    m.add_argument("--folder", dest="folders", action="append", default=[], metavar="PATH",
+                   help="a folder to add to the library (repeatable; the library's folders are watched anyway)")
+    m.add_argument("--ratio", type=int, choices=(4, 8, 16), help=f"compression ratio N (default: {Settings.ratio})")
+    m.add_argument("--backend", choices=("torch", "llama.cpp"), help="decoder backend (default: torch)")
+    m.set_defaults(func=cmd_mcp)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -58,7 +64,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         runtime.start(args.folders)
     except ServiceError as e:
         raise UserError(str(e)) from e
-    server = Server(create_app(runtime, password=password), args.host, args.port)
+    server = Server(create_app(runtime, password=password, host=args.host), args.host, args.port)
     try:
         try:
             server.start()
@@ -74,6 +80,31 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print("stopping (documents not finished stay pending)", file=sys.stderr)
     finally:
         server.stop()
+        runtime.close()
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    """The MCP server on stdin/stdout; the library is watched and indexed meanwhile, as with ``serve``.
+
+    stdout carries the protocol alone: logging goes to stderr (``app.cli`` sets that up).
+    """
+    from app.runtime import Runtime
+    from app.services import ServiceError
+
+    from .mcp_server import build_server
+
+    _stop_on_sigterm()
+    runtime = Runtime(settings.with_overrides(ratio=args.ratio, backend=args.backend))
+    try:
+        runtime.start(args.folders)
+    except ServiceError as e:
+        raise UserError(str(e)) from e
+    try:
+        build_server(runtime).run("stdio")
+    except KeyboardInterrupt:
+        pass
+    finally:
         runtime.close()
     return 0
 

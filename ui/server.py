@@ -20,9 +20,11 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, PlainTextResponse
+from mcp.server.transport_security import TransportSecuritySettings
 
 from app.runtime import Runtime
 
+from . import openai_api
 from .web import CSS, TITLE, build_blocks, document_response_headers, theme
 
 log = logging.getLogger(__name__)
@@ -42,25 +44,41 @@ def is_loopback(host: str) -> bool:
 
 
 def password_ok(header: str | None, password: str) -> bool:
-    """HTTP Basic credentials carry the password (any user name); compared in constant time."""
-    if not header or not header.startswith("Basic "):
+    """The password, compared in constant time: in HTTP Basic credentials (any user name; what a
+    browser sends), or as a bearer token (what OpenAI and MCP clients send as their API key)."""
+    if not header:
         return False
-    try:
-        _, _, given = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
-    except (ValueError, UnicodeDecodeError):
+    if header.startswith("Bearer "):
+        given = header[7:]
+    elif header.startswith("Basic "):
+        try:
+            _, _, given = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+    else:
         return False
     return hmac.compare_digest(given.encode(), password.encode())
 
 
-def create_app(runtime: Runtime, *, password: str | None = None) -> FastAPI:
-    """The web app: ``/document/{id}`` and the Gradio UI at ``/``.
+def create_app(runtime: Runtime, *, password: str | None = None, host: str = "127.0.0.1") -> FastAPI:
+    """The web app: ``/document/{id}``, the OpenAI-compatible API at ``/v1``, MCP at ``/mcp``
+    and the Gradio UI at ``/``.
 
-    With a password, every request (page, API, documents, event streams)
-    needs HTTP Basic credentials carrying it: one check in front of
+    With a password, every request (page, API, documents, event streams, MCP)
+    needs it, as HTTP Basic credentials or a bearer token: one check in front of
     everything, rather than Gradio's login form, which would leave our own
-    document route to guard separately.
+    routes to guard separately.
     """
-    app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+    from .mcp_server import build_server
+
+    mcp = build_server(runtime)
+    # MCP's own DNS-rebinding guard knows loopback hosts only; beyond them the password guards every route.
+    security = None if is_loopback(host) else TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security, host=host)
+    # A mounted app's lifespan does not run: the MCP session manager's runs in ours (gradio chains it).
+    app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lambda _app: mcp.session_manager.run())
+    app.router.routes.extend(mcp_app.routes)  # /mcp exactly (a mount would redirect /mcp to /mcp/)
 
     if password:
         @app.middleware("http")
@@ -69,6 +87,8 @@ def create_app(runtime: Runtime, *, password: str | None = None) -> FastAPI:
                 return await call_next(request)
             return PlainTextResponse("the password is required", status_code=401,
                                      headers={"WWW-Authenticate": f'Basic realm="{TITLE}", charset="UTF-8"'})
+
+    app.include_router(openai_api.router(runtime))
 
     @app.get("/document/{document_id}")
     def document(document_id: int) -> FileResponse:
