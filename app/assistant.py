@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
@@ -129,6 +130,7 @@ class Answer:
     prefix_reused: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # prefill_s, ttft_s, total_s
     finish_reason: str = ""
+    stopped: bool = False  # the user stopped the generation: the text is what had been shown
     new_tokens: int = 0  # tokens the decoder generated (the speed in tokens/s is this over total_s - ttft_s)
 
     def raw_notice(self) -> str:
@@ -149,6 +151,8 @@ class Answer:
             notes["partial"] = {k: list(v) for k, v in self.partial.items()}
         if self.junk:
             notes["no_answer"] = self.junk
+        if self.stopped:
+            notes["stopped"] = True
         if self.raw_segments:
             notes["raw_segments"] = int(self.raw_segments)
         return notes
@@ -245,8 +249,12 @@ class Assistant:
                            **overrides)
 
     def stream(self, question: str, scope: Scope | None = None, *, extra_segments: Sequence[int] = (),
-               **overrides) -> Iterator[str | Answer]:
-        """Yield the answer's text pieces as they are generated, then the :class:`Answer`."""
+               stop: threading.Event | None = None, **overrides) -> Iterator[str | Answer]:
+        """Yield the answer's text pieces as they are generated, then the :class:`Answer`.
+
+        ``stop``: set from another thread to end the generation after the token in progress;
+        the answer then keeps the text so far and says it was stopped.
+        """
         cfg = replace(self.config, **overrides) if overrides else self.config
         question = " ".join(question.split())
         if not question:
@@ -259,7 +267,7 @@ class Assistant:
         doc_ids = [d.id for d in docs]
         bm25 = self._bm25(question, doc_ids)
         if cfg.mode == "rag":
-            yield from self._answer_rag(question, doc_ids, bm25, cfg, answer, t0)
+            yield from self._answer_rag(question, doc_ids, bm25, cfg, answer, t0, stop)
             return
         segs = self.store.load_scope(doc_ids, self.fingerprint)
         numbered = cfg.agent_rounds > 0 and cfg.mode == "latent"
@@ -298,7 +306,7 @@ class Assistant:
         answer.more = [self._cite(0, by_id[i], scores.get(i, 0.0)) for i in ranked if i not in shown][: cfg.more_k]
         passages = cited if (cfg.mode == "latent" and cfg.expand_style == "append") else []
         tail = self._question_block(question, passages, numbered=cfg.mode == "latent")
-        yield from self._generate(tail, cfg, answer, t0)
+        yield from self._generate(tail, cfg, answer, t0, halt=stop)
 
     # ------------------------------------------------------------------ scoring
     def _bm25(self, question: str, doc_ids: list[int]) -> dict[int, float]:
@@ -500,7 +508,7 @@ class Assistant:
 
     # ------------------------------------------------------------------ modes
     def _answer_rag(self, question: str, doc_ids: list[int], bm25: dict[int, float], cfg: AssistantConfig,
-                    answer: Answer, t0: float) -> Iterator[str | Answer]:
+                    answer: Answer, t0: float, stop: threading.Event | None = None) -> Iterator[str | Answer]:
         if not bm25:
             answer.found, answer.text = False, NOT_FOUND
             yield NOT_FOUND
@@ -520,7 +528,7 @@ class Assistant:
         logits = self.backend.prefill(self.backend.build([Text(INSTRUCTIONS), *self._question_block(question, picked, True)],
                                                          add_bos=True))
         answer.timings["prefill_docs_s"] = time.perf_counter() - t
-        yield from self._generate([], cfg, answer, t0, logits=logits)
+        yield from self._generate([], cfg, answer, t0, logits=logits, halt=stop)
 
     def _agent(self, question: str, prompt: _Prompt, segs: list[ScopeSegment], chosen: list[int],
                cfg: AssistantConfig) -> list[int]:
@@ -544,7 +552,7 @@ class Assistant:
         return merged[: max(cfg.expand_k, len(asked))]
 
     def _generate(self, tail: list[Part], cfg: AssistantConfig, answer: Answer, t0: float,
-                  logits: torch.Tensor | None = None) -> Iterator[str | Answer]:
+                  logits: torch.Tensor | None = None, halt: threading.Event | None = None) -> Iterator[str | Answer]:
         b = self.backend
         t = time.perf_counter()
         try:
@@ -562,6 +570,10 @@ class Assistant:
         for piece in gen:
             if "ttft_s" not in answer.timings:
                 answer.timings["ttft_s"] = time.perf_counter() - t0
+            if halt is not None and halt.is_set():  # the user pressed stop: this token is not shown
+                answer.stopped = True
+                gen.close()
+                break
             stop = cfg.one_paragraph and text.strip() and "\n" in piece
             if stop:
                 # A small model that has said its answer starts over on the next line; one paragraph is the answer.
@@ -578,17 +590,17 @@ class Assistant:
             if stop:
                 gen.close()
                 break
-        answer.text = text.strip()
-        answer.finish_reason = res.finish_reason
+        answer.text = text[:shown].strip() if answer.stopped else text.strip()  # stopped: what the user saw
+        answer.finish_reason = "stopped" if answer.stopped else res.finish_reason
         answer.new_tokens = len(res.token_ids)
-        answer.junk = junk_reason(answer.text, names)
+        answer.junk = "" if answer.stopped else junk_reason(answer.text, names)
         if answer.junk:
             log.info("reply not shown (%s): %r", answer.junk, answer.text[:200])
             best = answer.citations[0] if answer.citations else None
             answer.text = fallback_text(_where(best.path, best.page) if best else None, best.text if best else None)
             if not shown:
                 yield answer.text
-        elif text[shown:]:
+        elif text[shown:] and not answer.stopped:
             yield text[shown:]
         answer.timings.setdefault("ttft_s", time.perf_counter() - t0)
         answer.timings["total_s"] = time.perf_counter() - t0

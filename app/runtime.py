@@ -26,6 +26,7 @@ from pathlib import Path
 
 from latent_store import Chat, Document, LatentStore, Message, NotFound, SearchHit
 
+from .export import chat_markdown
 from .assistant import Answer, Assistant, AssistantConfig, AssistantError, Citation, Scope
 from .indexer import IndexerConfig, Progress
 from .services import IndexingService, Models, ServiceError, load_models, open_store, path_under
@@ -81,6 +82,7 @@ class Reply:
     chat_id: int
     message_id: int
     answer: Answer
+    notes: dict = field(default_factory=dict)  # as stored with the message (the answer's, and how it was asked)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Runtime:
     _assistant: Assistant | None = field(default=None, init=False, repr=False)
     _progress: Progress | None = field(default=None, init=False, repr=False)
     _answer_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _config_lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
     # ------------------------------------------------------------ lifecycle
@@ -242,12 +245,38 @@ class Runtime:
         if not question:
             raise AssistantError("type a question first")
         with self._answer_lock, self._indexing.indexer.paused():
+            self._stop.clear()
             assistant = self._get_assistant()
-            stream = assistant.stream(question, scope, **self._overrides(overrides))
+            stream = assistant.stream(question, scope, stop=self._stop, **self._overrides(overrides))
             first = next(stream)  # raises AssistantError before the chat is touched
             chat_id = self._chat_for(chat_id, question)
             self._store.add_message(chat_id, "user", question)
             yield from self._finish(chat_id, first, stream)
+
+    def export_markdown(self, chat_id: int) -> str:
+        """The chat as Markdown: each question, its answer, and the passages cited (document, page, text)."""
+        chat = self._store.get_chat(int(chat_id))
+        if chat is None:
+            raise NotFound(f"chat {chat_id} does not exist")
+        return chat_markdown(chat, self.messages(int(chat_id)))
+
+    def stop(self) -> None:
+        """End the answer being generated after its current token (from any thread). The answer is
+        stored with the text shown so far and marked as stopped; the decoder is free for the next question."""
+        self._stop.set()
+
+    def regenerate(self, chat_id: int, *, scope: Scope | None = None, **overrides) -> Iterator[str | Reply]:
+        """Answer the chat's last question again (with the settings of now, or ``overrides``): a second stored answer."""
+        msgs = self.messages(int(chat_id))
+        question = next((m.content for m in reversed(msgs) if m.role == "user" and not (m.notes or {}).get("expand")),
+                        None)
+        if question is None:
+            raise AssistantError("this chat has no question to answer again")
+        with self._answer_lock, self._indexing.indexer.paused():
+            self._stop.clear()
+            stream = self._get_assistant().stream(question, scope, stop=self._stop, **self._overrides(overrides))
+            first = next(stream)
+            yield from self._finish(int(chat_id), first, stream, regenerated=True)
 
     def expand(self, chat_id: int, message_id: int, segment_id: int, *, scope: Scope | None = None,
                **overrides) -> Iterator[str | Reply]:
@@ -256,20 +285,26 @@ class Runtime:
         idx = next((i for i, m in enumerate(msgs) if m.id == int(message_id) and m.role == "assistant"), None)
         if idx is None:
             raise AssistantError("that answer is no longer in this chat")
-        question = next((m.content for m in reversed(msgs[:idx]) if m.role == "user"), None)
+        question = next((m.content for m in reversed(msgs[:idx])
+                         if m.role == "user" and not (m.notes or {}).get("expand")), None)
         if question is None:
             raise AssistantError("the question of that answer is missing")
         cites = msgs[idx].citations or []
         read = [int(c["segment_id"]) for c in cites if c.get("kind", "cited") == "cited"]
         mode = next((c.get("mode") for c in cites if c.get("mode")), None) or self.ask_config.mode
         with self._answer_lock, self._indexing.indexer.paused():
+            self._stop.clear()
             assistant = self._get_assistant()
-            stream = assistant.stream(question, scope, extra_segments=(*read, int(segment_id)),
+            stream = assistant.stream(question, scope, extra_segments=(*read, int(segment_id)), stop=self._stop,
                                       **self._overrides({**overrides, "mode": mode}))
             first = next(stream)
+            # the request is part of the chat: a reopened chat shows why the same question was answered again
+            self._store.add_message(int(chat_id), "user", f"Read {self.describe_segment(int(segment_id))} too and "
+                                    "answer again.", notes={"expand": int(segment_id)})
             yield from self._finish(int(chat_id), first, stream)
 
-    def _finish(self, chat_id: int, first: str | Answer, stream: Iterator[str | Answer]) -> Iterator[str | Reply]:
+    def _finish(self, chat_id: int, first: str | Answer, stream: Iterator[str | Answer], *,
+                regenerated: bool = False) -> Iterator[str | Reply]:
         answer = first if isinstance(first, Answer) else None
         if answer is None:
             yield first
@@ -279,9 +314,9 @@ class Runtime:
                 else:
                     yield piece
         assert answer is not None
-        msg = self._store.add_message(chat_id, "assistant", answer.text, citations=citation_rows(answer),
-                                      notes=answer.notes())
-        yield Reply(chat_id, msg.id, answer)
+        notes = {**answer.notes(), **({"regenerated": True} if regenerated else {})}
+        msg = self._store.add_message(chat_id, "assistant", answer.text, citations=citation_rows(answer), notes=notes)
+        yield Reply(chat_id, msg.id, answer, notes)
 
     def _chat_for(self, chat_id: int | None, question: str) -> int:
         if chat_id:

@@ -73,7 +73,62 @@ def test_expand_reads_one_more_passage_and_answers_the_same_question_again(runti
     _, again = run(runtime.expand(reply.chat_id, reply.message_id, seg, max_new_tokens=2))
     assert seg in again.answer.expanded and read <= set(again.answer.expanded)
     assert again.answer.question == reply.answer.question
-    assert runtime.messages(reply.chat_id)[-1].id == again.message_id
+    msgs = runtime.messages(reply.chat_id)
+    assert msgs[-1].id == again.message_id
+    # the request to read it is stored too, so a reopened chat shows why the question was answered again
+    assert msgs[-2].role == "user" and msgs[-2].content == "Read tea.txt too and answer again."
+    _, third = run(runtime.expand(reply.chat_id, again.message_id, seg, max_new_tokens=2))
+    assert third.answer.question == reply.answer.question  # the stored request is never taken for the question
+
+
+def _talkative(backend, monkeypatch, words: int = 200):
+    """The decoder as a model that goes on and on (the tiny random one may stop at once)."""
+    def talk(cfg=None, logits=None, result=None):
+        for i in range(words):
+            if result is not None:
+                result.token_ids.append(i)
+            yield f"word{i} "
+    monkeypatch.setattr(backend, "generate", talk)
+
+
+def test_stop_ends_the_answer_keeps_what_was_shown_and_the_next_question_works(runtime, monkeypatch):
+    _talkative(runtime._get_assistant().backend, monkeypatch)
+    shown, reply = "", None
+    for piece in runtime.ask("Which port does the Zorblax cluster listen on?"):
+        if isinstance(piece, Reply):
+            reply = piece
+            break
+        shown += piece
+        if len(shown) > 40:
+            runtime.stop()  # what the UI's Stop button calls, from another request's thread
+    assert reply.answer.stopped and reply.answer.finish_reason == "stopped"
+    assert reply.answer.text == shown.strip() and "word199" not in shown
+    stored = runtime.messages(reply.chat_id)[-1]
+    assert stored.content == shown.strip() and stored.notes["stopped"] is True
+    monkeypatch.undo()
+    _, after = run(runtime.ask("How is green tea brewed?", reply.chat_id, max_new_tokens=3))
+    assert not after.answer.stopped  # a stop never carries over to the next question
+
+
+def test_regenerate_stores_a_second_answer_to_the_last_question(runtime):
+    _, first = run(runtime.ask("Which port does the Zorblax cluster listen on?", max_new_tokens=3))
+    _, again = run(runtime.regenerate(first.chat_id, mode="rag", max_new_tokens=3))
+    assert again.answer.question == first.answer.question and again.answer.mode == "rag"
+    msgs = runtime.messages(first.chat_id)
+    assert [m.role for m in msgs] == ["user", "assistant", "assistant"]
+    assert msgs[-1].id == again.message_id and msgs[-1].notes["regenerated"] is True
+    empty = runtime.store.create_chat("empty").id
+    with pytest.raises(AssistantError, match="no question"):
+        list(runtime.regenerate(empty))
+
+
+def test_a_chat_exports_as_markdown_with_its_sources(runtime, docs):
+    _, reply = run(runtime.ask("Which port does the Zorblax cluster listen on?", max_new_tokens=3))
+    md = runtime.export_markdown(reply.chat_id)
+    assert md.startswith("# Which port does the Zorblax cluster listen on?")
+    assert "**Question:** Which port does the Zorblax cluster listen on?" in md
+    assert f"**Answer:** {reply.answer.text}" in md
+    assert "Sources:\n\n[1] ops.txt\n\n> The Zorblax cluster listens on port 7431." in md
 
 
 def test_an_empty_question_is_refused_before_anything_is_stored(runtime):

@@ -262,3 +262,16 @@ def test_an_mcp_client_over_http_lists_the_tools_and_gets_an_answer_with_citatio
     assert answer["answer"] and answer["citations"][0]["path"] == str(docs / "ops.txt")
     hits = found.structured_content["result"]
     assert hits[0]["document"] == "ops.txt" and "Lisbon vault" in hits[0]["text"]
+
+
+def test_regenerate_export_and_stop_through_the_api(app):
+    _, client, _, _ = app
+    first = ask(client, QUESTION)[-1]
+    again = list(client.submit(first["chat_id"], api_name="/regenerate"))[-1]
+    assert again["done"] and again["regenerated"] and again["chat_id"] == first["chat_id"]
+    assert again["message_id"] != first["message_id"]
+    md = client.predict(first["chat_id"], api_name="/export")
+    assert md.count("**Answer:**") == 2 and "Answered again (regenerated)." in md and "[1] ops.txt" in md
+    assert client.predict(api_name="/stop") == "stopping"
+    after = ask(client, QUESTION, first["chat_id"])[-1]
+    assert after["done"] and not after["stopped"]  # a stop pressed with nothing running never stops the next answer

@@ -104,6 +104,19 @@ def test_add_a_folder_ask_and_expand_in_the_browser(app, page):
     expect(bot).to_contain_text(f"[4] {name}")
     assert "[5]" not in page.locator("#passages").inner_text()  # one more passage, not the whole ranking
 
+    # regenerate: the same question answered again, a second stored answer
+    page.locator("#regenerate").click()
+    expect(bot).to_contain_text("Answered again (regenerated)", timeout=60_000)
+
+    # export: the chat as Markdown, downloaded as a file
+    page.locator("#export").click()
+    with page.expect_download() as dl:
+        page.locator("#exported a").first.click()
+    md = Path(dl.value.path()).read_text()
+    assert md.startswith("# Which port does the Zorblax cluster listen on?")
+    assert md.count("**Answer:**") == 3 and "Answered again (regenerated)." in md
+    assert "[1] ops.txt" in md and "> The Zorblax cluster listens on port 7431." in md
+
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "ui-chat.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -4,8 +4,11 @@ Layout: a chat tab (chat history on the left; the conversation with each
 answer's passages as collapsible boxes; the last answer's passages with
 "open" links and a control to read one more passage and answer again), a
 library tab (folders, documents with status and reason, live progress) and a
-settings tab. The same operations are exposed as API endpoints for
-``gradio_client`` (``/ask``, ``/expand``, ``/library``, ``/add_folder``).
+settings tab. Under the question: Stop (the answer so far is kept, marked as
+stopped), Regenerate (the last question answered again, a second stored answer)
+and Export (the chat as Markdown with its sources). The same operations are
+exposed as API endpoints for ``gradio_client`` (``/ask``, ``/expand``,
+``/regenerate``, ``/stop``, ``/export``, ``/library``, ``/add_folder``).
 
 Document text is never trusted: every passage is HTML-escaped (and
 markdown-escaped in the chat) before it reaches the page, so a document
@@ -17,6 +20,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +119,11 @@ def notice_messages(notes: dict | None) -> list[dict]:
         msgs.append({"role": "assistant", "content": md_text(
             "Read in part (the most relevant passages; the rest did not fit the context): " + ", ".join(
                 f"{Path(p).name} ({read:,} of {total:,} passages)" for p, (read, total) in notes["partial"].items()))})
+    if notes.get("stopped"):
+        msgs.append({"role": "assistant", "content": md_text("Stopped before the end: the answer above is what had "
+                                                             "been written.")})
+    if notes.get("regenerated"):
+        msgs.append({"role": "assistant", "content": md_text("Answered again (regenerated).")})
     if notes.get("raw_segments"):
         msgs.append({"role": "assistant", "content": md_text(
             raw_notice(int(notes["raw_segments"])) + " (they are compressed in the background; later answers read less)")})
@@ -165,7 +174,23 @@ def answer_payload(reply: Reply) -> dict:
     return {"done": True, "chat_id": reply.chat_id, "message_id": reply.message_id, "text": a.text, "found": a.found,
             "mode": a.mode, "citations": [cite(c) for c in a.citations], "more": [cite(c) for c in a.more],
             "left_out": a.left_out, "partial": a.partial, "no_answer": a.junk, "raw_segments": a.raw_segments,
+            "stopped": a.stopped, "regenerated": bool(reply.notes.get("regenerated")),
             "timings": a.timings}
+
+
+def _payloads(start) -> Iterator[dict]:  # noqa: ANN001 - a callable that starts a runtime stream
+    """An answer stream as API dicts: ``{'done': False, 'text': so far}``, then the answer's payload.
+    Errors become messages for the client (the log keeps the traceback of unexpected ones)."""
+    try:
+        text = ""
+        for piece in start():
+            if isinstance(piece, Reply):
+                yield answer_payload(piece)
+            else:
+                text += piece
+                yield {"done": False, "text": text}
+    except Exception as e:  # noqa: BLE001 - the user sees a message, the log the traceback
+        raise _user_error(e) from e
 
 
 def _user_error(e: Exception) -> gr.Error:
@@ -183,27 +208,26 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
     def api_ask(question: str, chat_id: int = 0, folders: list[str] | None = None) -> Iterator[dict]:
         """Stream an answer: {'done': False, 'text': so far}, then the answer with its citations.
         ``folders``: ask over these watched folders only (default: every document)."""
-        try:
-            text = ""
-            for piece in runtime.ask(question, int(chat_id) or None, scope=scope_of(folders)):
-                if isinstance(piece, Reply):
-                    yield answer_payload(piece)
-                else:
-                    text += piece
-                    yield {"done": False, "text": text}
-        except Exception as e:  # noqa: BLE001 - the user sees a message, the log the traceback
-            raise _user_error(e) from e
+        yield from _payloads(lambda: runtime.ask(question, int(chat_id) or None, scope=scope_of(folders)))
 
     def api_expand(chat_id: int, message_id: int, segment_id: int, folders: list[str] | None = None) -> Iterator[dict]:
         """Answer again with one more passage read as text (over the same ``folders`` as the question)."""
+        yield from _payloads(lambda: runtime.expand(int(chat_id), int(message_id), int(segment_id),
+                                                    scope=scope_of(folders)))
+
+    def api_regenerate(chat_id: int, folders: list[str] | None = None) -> Iterator[dict]:
+        """Answer the chat's last question again (a second stored answer), streamed like ``/ask``."""
+        yield from _payloads(lambda: runtime.regenerate(int(chat_id), scope=scope_of(folders)))
+
+    def api_stop() -> str:
+        """Stop the answer being generated; it is kept, marked as stopped."""
+        runtime.stop()
+        return "stopping"
+
+    def api_export(chat_id: int) -> str:
+        """The chat as Markdown, with the passages each answer cites."""
         try:
-            text = ""
-            for piece in runtime.expand(int(chat_id), int(message_id), int(segment_id), scope=scope_of(folders)):
-                if isinstance(piece, Reply):
-                    yield answer_payload(piece)
-                else:
-                    text += piece
-                    yield {"done": False, "text": text}
+            return runtime.export_markdown(int(chat_id))
         except Exception as e:  # noqa: BLE001
             raise _user_error(e) from e
 
@@ -251,7 +275,7 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                 if isinstance(piece, Reply):
                     a = piece.answer
                     history[-1] = {"role": "assistant", "content": md_text(a.text)}
-                    history += notice_messages(a.notes())
+                    history += notice_messages(piece.notes or a.notes())
                     history += citation_messages(a.citations)
                     yield (history, "", piece.chat_id, piece.message_id, passages_html(a.citations, a.more),
                            gr.update(choices=more_choices(a.more), value=None),
@@ -262,6 +286,27 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                 yield history, "", chat_id, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         except Exception as e:  # noqa: BLE001
             raise _user_error(e) from e
+
+    def on_regenerate(chat_id, history, folders):
+        if not chat_id:
+            raise gr.Error("ask a question first")
+        history = list(history or [])
+        history.append({"role": "assistant", "content": "…"})
+        yield history, gr.skip(), chat_id, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        yield from _stream_into(history, runtime.regenerate(int(chat_id), scope=scope_of(folders)), chat_id)
+
+    def on_export(chat_id):
+        if not chat_id:
+            raise gr.Error("open or start a chat first")
+        try:
+            text = runtime.export_markdown(int(chat_id))
+        except Exception as e:  # noqa: BLE001
+            raise _user_error(e) from e
+        title = next((c.title for c in runtime.chats() if c.id == int(chat_id)), "") or "chat"
+        name = re.sub(r"[^\w-]+", "-", title).strip("-")[:50] or "chat"
+        path = Path(tempfile.mkdtemp(prefix="lclm-export-")) / f"{name}.md"
+        path.write_text(text, encoding="utf-8")
+        return gr.update(value=str(path), visible=True)
 
     def on_open_chat(chat_id):
         if not chat_id:
@@ -337,6 +382,11 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                             question = gr.Textbox(placeholder="Ask about your documents…", show_label=False,
                                                   scale=6, elem_id="question", autofocus=True)
                             send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                        with gr.Row():
+                            stop = gr.Button("Stop", size="sm", elem_id="stop")
+                            regenerate = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+                            export = gr.Button("Export chat (Markdown)", size="sm", elem_id="export")
+                        exported = gr.File(label="Exported chat", visible=False, elem_id="exported", interactive=False)
                         with gr.Accordion("Passages of the last answer", open=True):
                             passages = gr.HTML(passages_html([], []), elem_id="passages", js_on_load=None)
                             with gr.Row():
@@ -377,9 +427,15 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
         send.click(on_ask, [question, chat_id, chatbot, scope], chat_outputs, api_visibility="private")
         question.submit(on_ask, [question, chat_id, chatbot, scope], chat_outputs, api_visibility="private")
         expand.click(on_expand, [more, chat_id, message_id, chatbot, scope], chat_outputs, api_visibility="private")
-        chats.select(on_open_chat, [chats], [chatbot, chat_id, message_id, passages, more], api_visibility="private")
+        regenerate.click(on_regenerate, [chat_id, chatbot, scope], chat_outputs, api_visibility="private")
+        # Not queued: it must run while the answer it stops holds the queue's one slot.
+        stop.click(lambda: runtime.stop(), None, None, queue=False, api_visibility="private")
+        export.click(on_export, [chat_id], [exported], api_visibility="private")
+        hide_export = (lambda: gr.update(value=None, visible=False), None, [exported])
+        chats.select(on_open_chat, [chats], [chatbot, chat_id, message_id, passages, more],
+                     api_visibility="private").then(*hide_export, api_visibility="private")
         new_chat.click(on_new_chat, None, [chatbot, chat_id, message_id, passages, more, chats],
-                       api_visibility="private")
+                       api_visibility="private").then(*hide_export, api_visibility="private")
         delete_chat.click(on_delete_chat, [chat_id], [chatbot, chat_id, message_id, passages, more, chats],
                           api_visibility="private")
         def scope_choices():  # the chat's "Ask over" box follows the library
@@ -399,6 +455,9 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
 
         gr.api(api_ask, api_name="ask")
         gr.api(api_expand, api_name="expand")
+        gr.api(api_regenerate, api_name="regenerate")
+        gr.api(api_stop, api_name="stop", queue=False)
+        gr.api(api_export, api_name="export")
         gr.api(api_library, api_name="library")
         gr.api(api_add_folder, api_name="add_folder")
     return demo
