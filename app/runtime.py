@@ -180,6 +180,26 @@ class Runtime:
         n = self._indexing.reindex(None if document_id is None else [int(document_id)])
         return f"{n} document(s) queued for indexing"
 
+    def exclude_document(self, document_id: int) -> str:
+        """Take a document out of the library (its latents go; the file stays, and the watcher leaves it alone)."""
+        doc = self._store.get_document(int(document_id))
+        if doc is None:
+            raise NotFound(f"no document {document_id} in the library")
+        self._store.exclude(doc.path)
+        return f"{Path(doc.path).name} is out of the library (the file is untouched; include it again below)"
+
+    def excluded(self) -> list[str]:
+        return self._store.excluded_paths()
+
+    def include(self, path: str) -> str:
+        """Put an excluded file back: it is indexed again."""
+        if not path or not self._store.include(path):
+            raise ServiceError("choose an excluded file to include again")
+        doc = self._indexing.sync.sync_file(path)
+        if doc is None:
+            return f"{Path(path).name} is no longer excluded, but it is not in a watched folder (or no longer exists)"
+        return f"{Path(path).name} is back in the library and queued for indexing"
+
     def search(self, query: str, *, limit: int = 10, scope: Scope | None = None) -> list[tuple[SearchHit, str]]:
         """Passages holding any of the query's words, best (bm25) first, each with its whole text."""
         ids = [d.id for d in scope.documents(self._store)] if scope else None

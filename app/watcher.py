@@ -109,7 +109,8 @@ class FolderSync:
     def wanted(self, path: Path) -> bool:
         root = self.root_of(path)
         return (root is not None and path != root and file_type(path) is not None
-                and not is_temporary(path.name) and not is_hidden(path, root))
+                and not is_temporary(path.name) and not is_hidden(path, root)
+                and not (self.store is not None and self.store.is_excluded(str(path))))  # taken out by the user
 
     def scan(self, root: Path) -> Iterator[Path]:
         """Wanted files under root (hidden folders pruned, symlinks not followed)."""

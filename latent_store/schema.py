@@ -163,9 +163,18 @@ def _v2(db: Database) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN notes_json TEXT")
 
 
+# --------------------------------------------------------------------------- v3
+def _v3(db: Database) -> None:
+    # Files the user took out of the library while they stay in a watched folder. A row in documents
+    # cannot say it (the watcher re-adds any file it finds, and a deleted row is what "not indexed yet"
+    # looks like), so the exclusion is kept by path, apart from the documents.
+    db.execute("CREATE TABLE exclusions (path TEXT PRIMARY KEY, added_at REAL NOT NULL)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "documents, segments, latents, FTS5 over segment text, folders, chats", _v1),
     Migration(2, "messages.notes_json: what an answer could not read", _v2),
+    Migration(3, "exclusions: files taken out of the library inside watched folders", _v3),
 )
 
 

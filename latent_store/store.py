@@ -697,6 +697,26 @@ class LatentStore:
                 return 0
             return self._conn.execute("DELETE FROM documents WHERE folder = ?", (key,)).rowcount
 
+    # ------------------------------------------------------------ exclusions
+    def exclude(self, path: str | os.PathLike[str]) -> bool:
+        """Take a file out of the library: its document (segments, latents) is deleted and the folder
+        watcher leaves the path alone from now on. True if a document was deleted."""
+        key = os.fspath(path)
+        with self.transaction():
+            self._conn.execute("INSERT OR IGNORE INTO exclusions (path, added_at) VALUES (?, ?)", (key, time.time()))
+            return self._conn.execute("DELETE FROM documents WHERE path = ?", (key,)).rowcount > 0
+
+    def include(self, path: str | os.PathLike[str]) -> bool:
+        """Undo ``exclude`` (the watcher's next look at the file indexes it again); False if it was not excluded."""
+        with self.transaction():
+            return self._conn.execute("DELETE FROM exclusions WHERE path = ?", (os.fspath(path),)).rowcount > 0
+
+    def is_excluded(self, path: str | os.PathLike[str]) -> bool:
+        return bool(self._all("SELECT 1 FROM exclusions WHERE path = ?", (os.fspath(path),)))
+
+    def excluded_paths(self) -> list[str]:
+        return [r[0] for r in self._all("SELECT path FROM exclusions ORDER BY path")]
+
     # ------------------------------------------------------------------ chats
     def create_chat(self, title: str = "") -> Chat:
         now = time.time()

@@ -252,3 +252,23 @@ def test_a_chat_keeps_what_its_answer_could_not_read(runtime, docs):
 
 def test_a_checkpoint_fixes_the_ratio(runtime):
     assert runtime.configure(ratio=16) == "nothing changed"
+
+
+def test_a_document_taken_out_of_the_library_stays_out_until_included_again(runtime, docs):
+    tea = next(d for d in runtime.documents() if d.path.endswith("tea.txt"))
+    assert "out of the library" in runtime.exclude_document(tea.id)
+    assert [d.path for d in runtime.documents()] == [str(docs / "ops.txt")]
+    assert (docs / "tea.txt").exists() and runtime.excluded() == [tea.path]  # the file is untouched
+    (docs / "tea.txt").write_text(TEA + "\nOolong sits in between.\n")  # an edit does not bring it back
+    runtime._indexing.sync.reconcile()
+    time.sleep(0.5)
+    assert runtime.wait_idle(30) and [d.path for d in runtime.documents()] == [str(docs / "ops.txt")]
+    _, reply = run(runtime.ask("How is green tea brewed?", mode="rag", max_new_tokens=2))
+    assert all(not c.path.endswith("tea.txt") for c in reply.answer.citations)
+
+    assert "back in the library" in runtime.include(tea.path)
+    assert runtime.wait_idle(60) and not runtime.excluded()
+    back = next(d for d in runtime.documents() if d.path.endswith("tea.txt"))
+    assert back.status == "indexed" and "Oolong" in " ".join(s.text for s in runtime.store.get_segments(back.id))
+    with pytest.raises(ServiceError, match="excluded file"):
+        runtime.include(str(docs / "ops.txt"))

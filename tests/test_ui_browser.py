@@ -122,6 +122,22 @@ def test_add_a_folder_ask_and_expand_in_the_browser(app, page):
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
 
+    # the library, per document: open it, take it out (the file stays), include it again
+    page.get_by_role("tab", name="Library").click()
+    row = page.locator("#documents [role=row]", has_text="tea.txt")  # the grid's visible rows
+    doc_id = row.locator("[role=gridcell]").first.inner_text().strip()
+    assert row.locator("a", has_text="open").get_attribute("href") == f"/document/{doc_id}"
+    page.locator("#doc-id input").fill(doc_id)
+    page.locator("#exclude").click()
+    expect(page.locator("#library-msg")).to_contain_text("tea.txt is out of the library", timeout=10_000)
+    expect(page.locator("#documents")).not_to_contain_text("tea.txt")
+    assert (docs / "tea.txt").exists()
+    page.locator("#excluded input").click()
+    page.get_by_role("option", name=str(docs / "tea.txt")).click()
+    page.locator("#include").click()
+    expect(page.locator("#library-msg")).to_contain_text("back in the library", timeout=10_000)
+    expect(page.locator("#status")).to_contain_text("7 indexed", timeout=60_000)
+
 
 def test_document_text_cannot_run_script_in_the_page(app, page):
     from playwright.sync_api import expect

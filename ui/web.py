@@ -39,7 +39,8 @@ TITLE = "Latent Context Docs"
 MODES = ["latent", "full", "rag"]
 BACKENDS = ["torch", "llama.cpp"]
 RATIOS = [4, 8, 16]
-DOC_HEADERS = ["id", "status", "document", "pages", "segments", "reason"]
+DOC_HEADERS = ["id", "status", "document", "pages", "segments", "reason", "open"]
+DOC_TYPES = ["number", "str", "str", "str", "number", "str", "markdown"]
 CSS = """
 .passage { white-space: pre-wrap; font-size: 0.92em; margin: 0.3em 0 0.6em 0; }
 .passages details { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 0.3em 0.6em; margin: 0.3em 0; }
@@ -156,7 +157,8 @@ def chat_choices(runtime: Runtime) -> list[tuple[str, int]]:
 def documents_rows(runtime: Runtime) -> list[list]:
     rows = []
     for d in runtime.documents():
-        rows.append([d.id, d.status, d.path, d.page_count or "", d.n_segments, d.error or ""])
+        rows.append([d.id, d.status, d.path, d.page_count or "", d.n_segments, d.error or "",
+                     f"[open](/document/{d.id})" if d.status == "indexed" else ""])
     return rows
 
 
@@ -337,6 +339,21 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
             raise _user_error(e) from e
         return msg, gr.update(choices=runtime.folders(), value=None), documents_rows(runtime)
 
+    def _exclusion(change, arg):  # noqa: ANN001 - take out / include again, then the library as it is now
+        try:
+            msg = change(arg)
+        except Exception as e:  # noqa: BLE001
+            raise _user_error(e) from e
+        return msg, documents_rows(runtime), gr.update(choices=runtime.excluded(), value=None)
+
+    def on_exclude(doc_id):
+        if not doc_id:
+            raise gr.Error("type the id of the document to take out (the first column)")
+        return _exclusion(runtime.exclude_document, int(doc_id))
+
+    def on_include(path):
+        return _exclusion(runtime.include, path)
+
     def on_reindex(doc_id):
         try:
             return runtime.reindex(int(doc_id) if doc_id else None)
@@ -403,11 +420,17 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                     folders = gr.Dropdown(choices=runtime.folders(), label="Watched folders", scale=4)
                     remove = gr.Button("Remove folder", scale=1)
                 library_msg = gr.Markdown("", elem_id="library-msg")
-                docs = gr.Dataframe(documents_rows(runtime), headers=DOC_HEADERS, interactive=False,
-                                    elem_id="documents", wrap=True, max_height=480)
+                docs = gr.Dataframe(documents_rows(runtime), headers=DOC_HEADERS, datatype=DOC_TYPES,
+                                    interactive=False, elem_id="documents", wrap=True, max_height=480)
                 with gr.Row():
-                    reindex_id = gr.Number(label="Document id to re-index (empty: all)", precision=0)
-                    reindex = gr.Button("Re-index")
+                    reindex_id = gr.Number(label="Document id (first column; empty: all, to re-index)", precision=0,
+                                           elem_id="doc-id")
+                    reindex = gr.Button("Re-index", elem_id="reindex")
+                    exclude = gr.Button("Take out of the library", elem_id="exclude")
+                with gr.Row():
+                    excluded = gr.Dropdown(choices=runtime.excluded(), label="Taken out (the files stay where they "
+                                           "are)", scale=4, elem_id="excluded")
+                    include = gr.Button("Include again", scale=1, elem_id="include")
             with gr.Tab("Settings", id="settings"):
                 checkpoint = gr.Textbox(value=s.checkpoint or "", label="Published LCLM checkpoint (directory; "
                                         "empty: the embedded default)")
@@ -447,6 +470,8 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                    remove.click(on_remove_folder, [folders], [library_msg, folders, docs], api_visibility="private")):
             ev.then(scope_choices, None, [scope], api_visibility="private")
         reindex.click(on_reindex, [reindex_id], [library_msg], api_visibility="private")
+        exclude.click(on_exclude, [reindex_id], [library_msg, docs, excluded], api_visibility="private")
+        include.click(on_include, [excluded], [library_msg, docs, excluded], api_visibility="private")
         apply.click(on_apply, [ratio, backend, checkpoint, mode, expand_k, expand_tokens], [settings_msg],
                     api_visibility="private")
         gr.Timer(1.0).tick(on_tick, None, [status, docs], api_visibility="private", queue=False)
