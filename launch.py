@@ -590,7 +590,20 @@ def setup(opts: Options, root: Path, windows: bool) -> Path:
         say(f"{DIST_NAME} is already installed and up to date (--reinstall to redo)")
     if not script.exists():
         raise LaunchError(f"the install finished but {script} is missing; re-run with --reinstall")
+    fetch_viewer(py)
     return script
+
+
+def fetch_viewer(py: Path) -> None:
+    """PDF.js for the document viewer (ui/pdfjs.py: ``npm pack``, sha512-checked, kept in the user cache).
+
+    Optional: without it the app runs, and PDFs open in the browser's own viewer, unmarked.
+    A second run finds the files and returns at once.
+    """
+    r = capture([str(py), "-m", "ui.pdfjs"], timeout=600)
+    if r is None or r.returncode != 0:
+        why = (r.stderr.strip().splitlines() or ["no message"])[-1] if r is not None else "it did not run"
+        say(f"note: {why}")
 
 
 def preflight(venv: Path, need_torch: bool, plans: list[TorchPlan], need_package: bool,

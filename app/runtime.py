@@ -24,11 +24,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from latent_store import Chat, Document, LatentStore, Message, NotFound, SearchHit
+from latent_store import Chat, Document, LatentStore, Message, NotFound, SearchHit, Segment
 
 from .export import chat_markdown
 from .assistant import Answer, Assistant, AssistantConfig, AssistantError, Citation, Scope
 from .indexer import IndexerConfig, Progress
+from .ingest import IngestLimits, read_pages
 from .services import IndexingService, Models, ServiceError, load_models, open_store, path_under
 from .settings import Settings
 from .watcher import normalize
@@ -233,6 +234,26 @@ class Runtime:
         roots = [Path(f) for f in self.folders()] + list(self._indexing.files)
         p = Path(doc.path)
         return p if path_under(doc.path, roots) and p.is_file() else None
+
+    def passage(self, document_id: int, segment_id: int) -> tuple[Document, Segment] | None:
+        """A servable document and one of its passages (what the viewer marks); None for anything else."""
+        if self.document_file(document_id) is None:
+            return None
+        segs = self._store.get_segments_by_id([int(segment_id)])
+        doc = self._store.get_document(int(document_id))
+        if not segs or doc is None or segs[0].document_id != doc.id:
+            return None
+        return doc, segs[0]
+
+    def document_text(self, document_id: int) -> str | None:
+        """A text document's text as the index cut it (segment offsets point into it); None for PDFs and
+        for anything ``document_file`` would not serve."""
+        path = self.document_file(document_id)
+        doc = self._store.get_document(int(document_id))
+        if path is None or doc is None or doc.type == "pdf":
+            return None
+        _, pages = read_pages(path, doc.type or "text", IngestLimits())
+        return "".join(p.text for p in pages)
 
     def describe_segment(self, segment_id: int) -> str:
         """'file.pdf, page 3' for a passage (what the chat says when the user asks to read it)."""

@@ -200,6 +200,25 @@ def ensure_chromium() -> str | None:
     return None if CHROMIUM.exists() else f"{CHROMIUM} missing (Debian package chromium)"
 
 
+def ensure_pdfjs() -> str | None:
+    """PDF.js for the viewer tests, fetched as launch.py fetches it (npm, installed from Debian if missing);
+    None when ready, else why not."""
+    from ui import pdfjs
+
+    if pdfjs.assets_dir() is not None:
+        return None
+    if shutil.which("npm") is None and "npm" not in _attempted:
+        _attempted.add("npm")
+        why = _apt_install(["npm"])
+        if why:
+            return f"needs npm to fetch PDF.js: {why}"
+    try:
+        pdfjs.fetch()
+    except pdfjs.PdfjsUnavailable as e:
+        return str(e)
+    return None
+
+
 def require(why: str | None) -> None:
     """Skip with ``why``, except in CI, where a missing prerequisite is a failure, not a skip."""
     if why is None:

@@ -90,7 +90,7 @@ def test_add_a_folder_ask_and_expand_in_the_browser(app, page):
     expect(bot).to_contain_text("listens on port 7431")
     # the passages panel links the document
     link = page.locator("#passages a").first
-    assert link.get_attribute("href").startswith("/document/")
+    assert link.get_attribute("href").startswith("/view/")  # the app's viewer, the passage marked
 
     # read one more passage and answer again
     page.locator("#more input").click()
@@ -161,3 +161,59 @@ def test_document_text_cannot_run_script_in_the_page(app, page):
     page.wait_for_timeout(500)
     assert page.evaluate("window.__pwned") is None
     assert page.locator("#passages script, #passages img, #chatbot img[src='x']").count() == 0
+
+
+def letters(text: str) -> str:
+    """Letters and digits only, NFKC, lower case: how the viewer compares pypdf's text with PDF.js's."""
+    import unicodedata
+
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
+
+
+def test_a_citation_opens_the_viewer_with_its_passage_marked(app, page, r_intro_pdf):
+    from gradio_client import Client
+    from playwright.sync_api import expect
+    from pypdf import PdfReader, PdfWriter
+
+    data.require(data.ensure_pdfjs())
+    served, root = app
+    pdfs, texts = (root / "viewer-pdf").resolve(), (root / "viewer-txt").resolve()
+    pdfs.mkdir()
+    texts.mkdir()
+    w = PdfWriter()
+    for n in (62, 63, 64):  # R-intro 11.1 "Defining statistical models; formulae", lm()
+        w.add_page(PdfReader(r_intro_pdf).pages[n - 1])
+    w.write(pdfs / "r-models.pdf")
+    (texts / "ops.txt").write_text("Intro line.\n\nThe Quasar relay restarts every Tuesday at noon.\n\nLast line.\n")
+    client = Client(served.url, verbose=False)
+    for f in (pdfs, texts):
+        client.predict(str(f), api_name="/add_folder")
+    data.wait_for(lambda: client.predict(api_name="/library")["by_status"].get("pending", 0) == 0
+                  and not client.predict(api_name="/library")["indexing"], timeout=120, interval=0.5,
+                  what="the viewer's documents indexed")
+
+    def cited(question, folder):
+        final = list(client.submit(question, 0, [str(folder)], api_name="/ask"))[-1]
+        return final["citations"][0]
+
+    # a PDF passage: PDF.js renders its page, and the mark covers the passage's own words
+    c = cited("How is a statistical model formula written for lm with a response and terms?", pdfs)
+    assert c["view_url"] == f"/view/{c['document_id']}?segment={c['segment_id']}"
+    page.goto(served.url.rstrip("/") + c["view_url"])
+    expect(page.locator("body")).to_have_attribute("data-highlight", "whole", timeout=60_000)
+    expect(page.locator("header")).to_contain_text(f"r-models.pdf, page {c['page']}")
+    marked = "".join(page.locator("mark.passage-mark").all_inner_texts())
+    assert letters(marked) == letters(c["text"]) and len(letters(marked)) > 200
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-pdf.png"), full_page=False)
+
+    # a text passage: the document's text with the passage in <mark>
+    t = cited("When does the Quasar relay restart?", texts)
+    page.goto(served.url.rstrip("/") + t["view_url"])
+    expect(page.locator("body")).to_have_attribute("data-highlight", "whole", timeout=20_000)
+    assert " ".join(page.locator("mark#passage").inner_text().split()) == " ".join(t["text"].split())
+    assert "Intro line." in page.locator("pre.doc").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "viewer-text.png"))
+
+    # only passages of indexed documents: anything else is a 404
+    assert page.goto(served.url.rstrip("/") + f"/view/{t['document_id']}?segment={c['segment_id']}").status == 404

@@ -60,7 +60,7 @@ def locked(tmp_path_factory, tiny_checkpoint):
 
 
 @pytest.mark.parametrize("path", ["", "document/1", "gradio_api/info", "config", "gradio_api/queue/join", "v1/models",
-                                  "mcp"])
+                                  "mcp", "view/1?segment=1", "pdfjs/pdf.min.mjs", "static/viewer.mjs"])
 def test_every_route_wants_the_password(locked, path):
     status, headers = get(locked.url + path)
     assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")

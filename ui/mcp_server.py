@@ -43,6 +43,7 @@ class Cited(BaseModel):
     document_id: int
     segment_id: int
     url: str  # the document on the UI's server (path only)
+    view_url: str  # the document in the UI's viewer, with this passage marked
     text: str
 
 

@@ -15,7 +15,7 @@ Citations travel twice:
 - as numbered sources at the end of the text, for clients that only show text;
 - as data, in a ``citations`` field of the response. When streaming, that field is on the
   last chunk. Each citation has number, document, path, page, document_id, segment_id, url
-  and text.
+  (the file), view_url (the app's viewer with the passage marked) and text.
 
 The UI's rules apply: loopback only unless a password is set. With a password, send it as
 the API key (``Authorization: Bearer <password>``).
@@ -67,7 +67,8 @@ def citation_data(reply: Reply) -> list[dict]:
     for c in reply.answer.citations:
         url = f"/document/{c.document_id}" + (f"#page={c.page}" if c.page else "")
         out.append({"number": c.number, "document": Path(c.path).name, "path": c.path, "page": c.page,
-                    "document_id": c.document_id, "segment_id": c.segment_id, "url": url, "text": c.text})
+                    "document_id": c.document_id, "segment_id": c.segment_id, "url": url,
+                    "view_url": f"/view/{c.document_id}?segment={c.segment_id}", "text": c.text})
     return out
 
 

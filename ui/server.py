@@ -24,7 +24,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from app.runtime import Runtime
 
-from . import openai_api
+from . import openai_api, viewer
 from .web import CSS, TITLE, build_blocks, document_response_headers, theme
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def create_app(runtime: Runtime, *, password: str | None = None, host: str = "12
                                      headers={"WWW-Authenticate": f'Basic realm="{TITLE}", charset="UTF-8"'})
 
     app.include_router(openai_api.router(runtime))
+    app.include_router(viewer.router(runtime))
 
     @app.get("/document/{document_id}")
     def document(document_id: int) -> FileResponse:

@@ -71,14 +71,20 @@ def where(c: Citation) -> str:
 
 
 def document_url(c: Citation) -> str:
+    """The file itself (a PDF at its page): what API clients get as ``url``."""
     return f"/document/{c.document_id}" + (f"#page={c.page}" if c.page else "")
+
+
+def view_url(c: Citation) -> str:
+    """The document in the app's viewer with the passage marked: what the chat's links open."""
+    return f"/view/{c.document_id}?segment={c.segment_id}"
 
 
 def citation_messages(cites: list[Citation]) -> list[dict]:
     """One collapsed chat box per cited passage: title '[n] file, page p', body the passage."""
     out = []
     for c in cites:
-        body = md_text(c.text.strip()) + f"\n\n[open {md_text(Path(c.path).name)}]({document_url(c)})"
+        body = md_text(c.text.strip()) + f"\n\n[open {md_text(Path(c.path).name)}]({view_url(c)})"
         out.append({"role": "assistant", "content": body,
                     "metadata": {"title": f"[{c.number}] {where(c)}", "status": "done"}})
     return out
@@ -91,7 +97,7 @@ def passages_html(cites: list[Citation], more: list[Citation]) -> str:
 
     def block(c: Citation, label: str) -> str:
         return (f"<details><summary>{html.escape(label)} {html.escape(where(c))} "
-                f"<a href='{html.escape(document_url(c))}' target='_blank' rel='noopener'>open</a></summary>"
+                f"<a href='{html.escape(view_url(c))}' target='_blank' rel='noopener'>open</a></summary>"
                 f"<div class='passage'>{html.escape(c.text.strip())}</div></details>")
 
     parts = ["<div class='passages'>"]
@@ -172,7 +178,7 @@ def answer_payload(reply: Reply) -> dict:
     a = reply.answer
     cite = lambda c: {"number": c.number, "document_id": c.document_id, "document": c.path, "page": c.page,  # noqa: E731
                       "segment_id": c.segment_id, "char_start": c.char_start, "char_end": c.char_end,
-                      "text": c.text, "url": document_url(c)}
+                      "text": c.text, "url": document_url(c), "view_url": view_url(c)}
     return {"done": True, "chat_id": reply.chat_id, "message_id": reply.message_id, "text": a.text, "found": a.found,
             "mode": a.mode, "citations": [cite(c) for c in a.citations], "more": [cite(c) for c in a.more],
             "left_out": a.left_out, "partial": a.partial, "no_answer": a.junk, "raw_segments": a.raw_segments,
