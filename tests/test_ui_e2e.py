@@ -4,6 +4,8 @@ Also a browser screenshot of that chat (``test-artifacts/ui-chat-default.png``),
 the picture of what a new user sees.
 """
 
+from contextlib import contextmanager
+
 import pytest
 from gradio_client import Client
 
@@ -14,6 +16,22 @@ from test_ui_api import pdf_pages
 from test_ui_browser import ARTIFACTS, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@contextmanager
+def chat_page(served, height: int):
+    """Debian's Chromium on the app's page (a skip, or in CI a failure, where Chromium cannot be had)."""
+    data.require(data.ensure_chromium())
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(data.CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": height})
+            page.goto(served.url)
+            yield page
+        finally:
+            browser.close()
 
 
 
@@ -51,14 +69,10 @@ def test_a_pdf_answer_cites_the_page_it_came_from(app):
 
 
 def test_screenshot_of_a_chat_with_the_default_model(app):
-    data.require(data.ensure_chromium())
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     served, _, _ = app
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(data.CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(served.url)
+    with chat_page(served, 1000) as page:
         page.locator("#question textarea").fill("Who administers the Zorblax cluster?")
         page.locator("#ask").click()
         expect(page.locator("#passages")).to_contain_text("ops-notes.txt", timeout=120_000)
@@ -67,4 +81,49 @@ def test_screenshot_of_a_chat_with_the_default_model(app):
         expect(page.locator("#chatbot")).to_contain_text("runs on port 7431")  # the passage, opened
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "ui-chat-default.png"), full_page=True)
-        browser.close()
+
+
+def test_stop_keeps_a_stopped_partial_answer_and_the_next_question_works(app):
+    from playwright.sync_api import expect
+
+    served, _, _ = app
+    with chat_page(served, 1000) as page:
+        bot = page.locator("#chatbot")
+        page.locator("#question textarea").fill("What is the basic function for fitting ordinary multiple models?")
+        page.locator("#ask").click()
+        expect(bot).to_contain_text("…", timeout=30_000)  # the answer has started: documents prefill, then tokens
+        page.wait_for_timeout(300)
+        page.locator("#stop").click()
+        expect(bot).to_contain_text("Stopped before the end", timeout=120_000)
+        # the decoder is free again: the next question is answered in full
+        page.locator("#question textarea").fill("What port does the Zorblax cluster run on?")
+        page.locator("#ask").click()
+        expect(page.locator("#passages")).to_contain_text("ops-notes.txt", timeout=120_000)
+        expect(bot).to_contain_text("7431", timeout=10_000)
+        assert bot.inner_text().count("Stopped before the end") == 1
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "ui-stopped.png"), full_page=True)
+
+
+def test_screenshot_of_an_answer_and_its_passage_marked_in_the_pdf(app):
+    """The README's pictures (docs/answer.png, docs/viewer.png are copies of these): a real answer of the
+    default model, and its cited passage marked in the viewer."""
+    data.require(data.ensure_pdfjs())
+    from playwright.sync_api import expect
+
+    served, _, _ = app
+    with chat_page(served, 900) as page:
+        page.locator("#question textarea").fill("What is the basic function for fitting ordinary multiple models?")
+        page.locator("#ask").click()
+        passages = page.locator("#passages")
+        expect(passages).to_contain_text("r-models.pdf", timeout=120_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "answer-default.png"))
+        link = passages.locator("details", has_text="r-models.pdf").first.locator("a")
+        with page.expect_popup() as popup:
+            link.click()
+        viewer = popup.value
+        viewer.set_viewport_size({"width": 1280, "height": 900})
+        expect(viewer.locator("body")).to_have_attribute("data-highlight", "whole", timeout=60_000)
+        assert viewer.locator(".passage-mark").count() > 0
+        viewer.screenshot(path=str(ARTIFACTS / "viewer-default.png"))

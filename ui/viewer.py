@@ -34,9 +34,11 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0; background: #f2f2f2; color: #222; }
 header { position: sticky; top: 0; z-index: 10; background: #fff; padding: 0.6em 1em; border-bottom: 1px solid #ccc; }
 #status { color: #555; margin-left: 0.8em; }
-#page-box { position: relative; margin: 1em auto; background: #fff; box-shadow: 0 1px 4px rgba(0,0,0,.25); }
+#page-box { position: relative; margin: 1em auto; background: #fff; box-shadow: 0 1px 4px rgba(0,0,0,.25);
+            --user-unit: 1; --total-scale-factor: calc(var(--scale-factor) * var(--user-unit));
+            --scale-round-x: 1px; --scale-round-y: 1px; }  /* what pdf_viewer.css sets on .pdfViewer .page */
 #page-box canvas { display: block; }
-.textLayer mark.passage-mark { background: rgba(255, 196, 0, 0.45); color: transparent; border-radius: 2px; }
+.textLayer .passage-mark { background: rgba(255, 196, 0, 0.45); color: transparent; border-radius: 2px; }
 pre.doc { white-space: pre-wrap; max-width: 60em; margin: 1em auto; padding: 1em 1.5em; background: #fff;
           font: 0.95em/1.5 ui-monospace, monospace; box-shadow: 0 1px 4px rgba(0,0,0,.25); }
 pre.doc mark { background: #ffd54a; }

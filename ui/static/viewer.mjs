@@ -38,17 +38,30 @@ export function highlight(divs, passage) {
   if (start < 0) [start, n] = longestPrefix(page, want);
   if (start < 0 || n < Math.min(20, want.length)) return { found: "none", matched: 0, total: want.length };
   const spans = new Map();  // div -> [first, last] character offsets to mark
+  const ends = new Map();  // div -> [first, last] offsets of all its letters
+  for (const [d, i] of map) {
+    const e = ends.get(d);
+    ends.set(d, e ? [e[0], i] : [i, i]);
+  }
   for (const [d, i] of map.slice(start, start + n)) {
     const r = spans.get(d);
     spans.set(d, r ? [r[0], i] : [i, i]);
   }
   let first = null;
   for (const [d, [a, b]] of spans) {
-    const div = divs[d], text = div.textContent, mark = document.createElement("mark");
-    mark.className = "passage-mark";
-    mark.textContent = text.slice(a, b + 1);
-    div.replaceChildren(text.slice(0, a), mark, text.slice(b + 1));
-    first = first || mark;
+    const div = divs[d], text = div.textContent, [lo, hi] = ends.get(d);
+    let marked = div;
+    if (a === lo && b === hi) {
+      // The whole span: mark the span itself, whose box PDF.js has fitted to the page's own glyphs.
+      div.classList.add("passage-mark");
+    } else {
+      // Part of a span (the passage starts or ends inside it): a <mark> around those characters.
+      marked = document.createElement("mark");
+      marked.className = "passage-mark";
+      marked.textContent = text.slice(a, b + 1);
+      div.replaceChildren(text.slice(0, a), marked, text.slice(b + 1));
+    }
+    first = first || marked;
   }
   first.scrollIntoView({ block: "center" });
   return { found: n === want.length ? "whole" : "part", matched: n, total: want.length };
