@@ -5,6 +5,7 @@ the picture of what a new user sees.
 """
 
 from contextlib import contextmanager
+from urllib.parse import urlparse
 
 import pytest
 from gradio_client import Client
@@ -26,12 +27,17 @@ def chat_page(served, height: int):
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(data.CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        offsite: list[str] = []
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": height})
+            ctx = browser.new_context(viewport={"width": 1280, "height": height})
+            ctx.on("request", lambda r: None if urlparse(r.url).hostname in ("127.0.0.1", "localhost", None)
+                   or r.url.startswith(("data:", "blob:")) else offsite.append(r.url))
+            page = ctx.new_page()  # and the viewer tabs it opens, in the same context
             page.goto(served.url)
             yield page
         finally:
             browser.close()
+        assert not offsite, f"the page asked for things off this computer: {offsite[:5]}"
 
 
 
