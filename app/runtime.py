@@ -26,8 +26,8 @@ from pathlib import Path
 
 from latent_store import Chat, Document, LatentStore, Message, NotFound, SearchHit, Segment
 
-from .export import chat_markdown
 from .assistant import Answer, Assistant, AssistantConfig, AssistantError, Citation, Scope
+from .export import chat_markdown
 from .indexer import IndexerConfig, Progress
 from .ingest import IngestLimits, read_pages
 from .services import IndexingService, Models, ServiceError, load_models, open_store, path_under
