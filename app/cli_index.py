@@ -105,8 +105,8 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _config(args: argparse.Namespace, device: str = "cpu") -> IndexerConfig:
-    """The indexer's sizes for the device the encoder loaded on, with the user's limits and --batch."""
-    _check(args)
+    """The indexer's sizes for the device the encoder loaded on, with the user's limits and --batch
+    (checked by ``_check`` before the model loads)."""
     batch = {"batch_segments": args.batch} if args.batch is not None else {}
     return IndexerConfig.for_device(device, **batch, limits=IngestLimits(
         max_file_mb=args.max_file_mb, max_pages=args.max_pages, max_page_chars=args.max_page_chars))

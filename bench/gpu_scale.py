@@ -40,14 +40,12 @@ import argparse
 import gc
 import json
 import logging
-import os
 import platform
-import statistics
 import sys
 import sysconfig
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -345,7 +343,7 @@ def ask_rows(assistant, store, docs: dict[int, Path], mode: str, ratio: int | No
             warm = assistant.ask(question_for(store, doc.id, 1), scope, mode=mode)
             row.ttft_warm_s, row.prefix_reused = warm.timings.get("ttft_s"), warm.prefix_reused
             row.decode_tok_s = decode_rate(dec)
-            row.peak_gb = max(row.peak_gb or 0, gpu.peak_gb() or 0) or None
+            row.peak_gb = gpu.peak_gb()  # since the reset before the cold ask: cold, warm and decode
         except AssistantError as e:
             row.note = f"does not fit: {e}"
         except Exception as e:  # noqa: BLE001 - one shot on a lent GPU: a failure is a row, and the run goes on

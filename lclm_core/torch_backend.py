@@ -187,7 +187,6 @@ class TorchDecoder(DecoderBackend):
             self._digest(h, b)
             keys.append(h.hexdigest())
         start, logits = 0, None
-        self.last_prefix_hit = 0
         live = self._live if self.cache is not None and self._croppable() else []
         same = 0
         while same < min(len(live), len(keys)) and live[same][0] == keys[same]:
