@@ -29,6 +29,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
@@ -186,9 +187,10 @@ def _latent_tensor(seg: ScopeSegment) -> torch.Tensor:
     return LatentArray.from_payload(lat.payload, lat.dtype, lat.shape, lat.fingerprint, lat.ratio).data.float()
 
 
-def _where(path: str, page: int | None) -> str:
-    """A passage's place as the prompt and the user read it: 'file.pdf, page 12', or the file name."""
-    name = path.rsplit("/", 1)[-1]
+def place(path: str, page: int | None) -> str:
+    """A passage's place as the prompt, the chat, the API and an exported chat name it: 'file.pdf, page 12',
+    or the file name."""
+    name = Path(path).name
     return f"{name}, page {page}" if page else name
 
 
@@ -488,7 +490,7 @@ class Assistant:
         return _Prompt(block, ranges, n_raw)
 
     def _question_block(self, question: str, passages: list[ScopeSegment], numbered: bool) -> list[Part]:
-        text = quoted_passages([(_where(s.path, s.segment.page), s.segment.text) for s in passages])
+        text = quoted_passages([(place(s.path, s.segment.page), s.segment.text) for s in passages])
         text += f"\nQuestion: {question}\nAnswer:"
         return [Text(text)]
 
@@ -597,7 +599,7 @@ class Assistant:
         if answer.junk:
             log.info("reply not shown (%s): %r", answer.junk, answer.text[:200])
             best = answer.citations[0] if answer.citations else None
-            answer.text = fallback_text(_where(best.path, best.page) if best else None, best.text if best else None)
+            answer.text = fallback_text(place(best.path, best.page) if best else None, best.text if best else None)
             if not shown:
                 yield answer.text
         elif text[shown:] and not answer.stopped:
@@ -612,4 +614,4 @@ class Assistant:
 
 
 __all__ = ["Assistant", "AssistantConfig", "AssistantError", "Answer", "Citation", "Scope", "MODES", "NOT_FOUND",
-           "quoted_passages", "raw_notice"]
+           "place", "quoted_passages", "raw_notice"]

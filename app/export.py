@@ -7,9 +7,10 @@ Each answer is followed by the passages it cites, quoted with their place
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from latent_store import Chat, Message
+
+from .assistant import place
 
 NOTES = {
     "stopped": "Stopped before the end.",
@@ -19,11 +20,6 @@ NOTES = {
 
 def _quote(text: str) -> str:
     return "\n".join("> " + line if line.strip() else ">" for line in text.strip().splitlines())
-
-
-def _place(row: dict) -> str:
-    name = Path(row.get("path") or row.get("document") or "?").name
-    return f"{name}, page {row['page']}" if row.get("page") else name
 
 
 def chat_markdown(chat: Chat, messages: list[Message]) -> str:
@@ -44,5 +40,5 @@ def chat_markdown(chat: Chat, messages: list[Message]) -> str:
         if cited:
             out += ["Sources:", ""]
             for r in cited:
-                out += [f"[{r.get('number', '?')}] {_place(r)}", "", _quote(r.get("text", "")), ""]
+                out += [f"[{r.get('number', '?')}] {place(r.get('path', '?'), r.get('page'))}", "", _quote(r.get("text", "")), ""]
     return "\n".join(out).rstrip() + "\n"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from latent_store import Chat, Document, LatentStore, Message, NotFound, SearchHit, Segment
 
-from .assistant import Answer, Assistant, AssistantConfig, AssistantError, Citation, Scope
+from .assistant import Answer, Assistant, AssistantConfig, AssistantError, Citation, Scope, place
 from .export import chat_markdown
 from .indexer import IndexerConfig, Progress
 from .ingest import IngestLimits, read_pages
@@ -261,8 +261,7 @@ class Runtime:
         if not segs:
             return "a passage no longer in the library"
         doc = self._store.get_document(segs[0].document_id)
-        name = Path(doc.path).name if doc else "?"
-        return f"{name}, page {segs[0].page}" if segs[0].page else name
+        return place(doc.path if doc else "?", segs[0].page)
 
     # ---------------------------------------------------------------- chats
     def chats(self) -> list[Chat]:

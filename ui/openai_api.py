@@ -32,9 +32,11 @@ from pathlib import Path
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.assistant import AssistantError, Scope
+from app.assistant import AssistantError, Scope, place
 from app.runtime import Reply, Runtime
 from app.services import ServiceError
+
+from .viewer import document_url, view_url
 
 MODEL = "latent-context-docs"
 MODES = ("latent", "rag", "full")
@@ -65,10 +67,9 @@ def _question(messages: object) -> str:
 def citation_data(reply: Reply) -> list[dict]:
     out = []
     for c in reply.answer.citations:
-        url = f"/document/{c.document_id}" + (f"#page={c.page}" if c.page else "")
         out.append({"number": c.number, "document": Path(c.path).name, "path": c.path, "page": c.page,
-                    "document_id": c.document_id, "segment_id": c.segment_id, "url": url,
-                    "view_url": f"/view/{c.document_id}?segment={c.segment_id}", "text": c.text})
+                    "document_id": c.document_id, "segment_id": c.segment_id, "url": document_url(c),
+                    "view_url": view_url(c), "text": c.text})
     return out
 
 
@@ -78,7 +79,7 @@ def sources_text(citations: list[dict]) -> str:
         return ""
     lines = []
     for c in citations:
-        where = c["document"] + (f", page {c['page']}" if c["page"] else "")
+        where = place(c["path"], c["page"])
         text = " ".join(c["text"].split())
         text = text if len(text) <= SOURCE_CHARS else text[: SOURCE_CHARS - 1].rstrip() + "…"
         lines.append(f"[{c['number']}] {where}: \"{text}\"")

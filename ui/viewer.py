@@ -21,6 +21,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
+from app.assistant import Citation
 from app.runtime import Runtime
 
 from . import pdfjs
@@ -60,6 +61,16 @@ def locate(text: str, passage: str, start: int | None, end: int | None) -> tuple
         return start, end
     at = text.find(passage.strip())
     return (at, at + len(passage.strip())) if at >= 0 else None
+
+
+def document_url(c: Citation) -> str:
+    """The file itself (a PDF at its page): what API clients get as ``url``."""
+    return f"/document/{c.document_id}" + (f"#page={c.page}" if c.page else "")
+
+
+def view_url(c: Citation) -> str:
+    """The document in this viewer with the passage marked: what the chat's links open."""
+    return f"/view/{c.document_id}?segment={c.segment_id}"
 
 
 def router(runtime: Runtime) -> APIRouter:

@@ -28,10 +28,12 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from app.assistant import AssistantError, Citation, Scope, raw_notice
+from app.assistant import AssistantError, Citation, Scope, place, raw_notice
 from app.runtime import Reply, Runtime, citation_from_row
 from app.services import ServiceError
 from latent_store import NotFound
+
+from .viewer import document_url, view_url
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +68,7 @@ def md_text(text: str) -> str:
 
 
 def where(c: Citation) -> str:
-    page = f", page {c.page}" if c.page else ""
-    return f"{Path(c.path).name}{page}"
-
-
-def document_url(c: Citation) -> str:
-    """The file itself (a PDF at its page): what API clients get as ``url``."""
-    return f"/document/{c.document_id}" + (f"#page={c.page}" if c.page else "")
-
-
-def view_url(c: Citation) -> str:
-    """The document in the app's viewer with the passage marked: what the chat's links open."""
-    return f"/view/{c.document_id}?segment={c.segment_id}"
+    return place(c.path, c.page)
 
 
 def citation_messages(cites: list[Citation]) -> list[dict]:
