@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -228,7 +229,9 @@ class Runtime:
         Only rows of the store under a watched folder qualify, so a crafted
         id or path cannot make the UI serve an arbitrary file.
         """
-        doc = self._store.get_document(int(document_id))
+        return self._servable(self._store.get_document(int(document_id)))
+
+    def _servable(self, doc: Document | None) -> Path | None:
         if doc is None:
             return None
         roots = [Path(f) for f in self.folders()] + list(self._indexing.files)
@@ -237,22 +240,21 @@ class Runtime:
 
     def passage(self, document_id: int, segment_id: int) -> tuple[Document, Segment] | None:
         """A servable document and one of its passages (what the viewer marks); None for anything else."""
-        if self.document_file(document_id) is None:
+        doc = self._store.get_document(int(document_id))
+        if self._servable(doc) is None:
             return None
         segs = self._store.get_segments_by_id([int(segment_id)])
-        doc = self._store.get_document(int(document_id))
-        if not segs or doc is None or segs[0].document_id != doc.id:
+        if not segs or segs[0].document_id != doc.id:
             return None
         return doc, segs[0]
 
-    def document_text(self, document_id: int) -> str | None:
+    def document_text(self, doc: Document) -> str | None:
         """A text document's text as the index cut it (segment offsets point into it); None for PDFs and
         for anything ``document_file`` would not serve."""
-        path = self.document_file(document_id)
-        doc = self._store.get_document(int(document_id))
-        if path is None or doc is None or doc.type == "pdf":
+        path = self._servable(doc)
+        if path is None or doc.type == "pdf":
             return None
-        _, pages = read_pages(path, doc.type or "text", IngestLimits())
+        _, pages = read_pages(path, doc.type or "txt", IngestLimits())
         return "".join(p.text for p in pages)
 
     def describe_segment(self, segment_id: int) -> str:
@@ -284,9 +286,7 @@ class Runtime:
         question = " ".join((question or "").split())
         if not question:
             raise AssistantError("type a question first")
-        with self._answer_lock, self._indexing.indexer.paused():
-            self._stop.clear()
-            assistant = self._get_assistant()
+        with self._answering() as assistant:
             stream = assistant.stream(question, scope, stop=self._stop, **self._overrides(overrides))
             first = next(stream)  # raises AssistantError before the chat is touched
             chat_id = self._chat_for(chat_id, question)
@@ -307,14 +307,11 @@ class Runtime:
 
     def regenerate(self, chat_id: int, *, scope: Scope | None = None, **overrides) -> Iterator[str | Reply]:
         """Answer the chat's last question again (with the settings of now, or ``overrides``): a second stored answer."""
-        msgs = self.messages(int(chat_id))
-        question = next((m.content for m in reversed(msgs) if m.role == "user" and not (m.notes or {}).get("expand")),
-                        None)
+        question = _last_question(self.messages(int(chat_id)))
         if question is None:
             raise AssistantError("this chat has no question to answer again")
-        with self._answer_lock, self._indexing.indexer.paused():
-            self._stop.clear()
-            stream = self._get_assistant().stream(question, scope, stop=self._stop, **self._overrides(overrides))
+        with self._answering() as assistant:
+            stream = assistant.stream(question, scope, stop=self._stop, **self._overrides(overrides))
             first = next(stream)
             yield from self._finish(int(chat_id), first, stream, regenerated=True)
 
@@ -325,16 +322,13 @@ class Runtime:
         idx = next((i for i, m in enumerate(msgs) if m.id == int(message_id) and m.role == "assistant"), None)
         if idx is None:
             raise AssistantError("that answer is no longer in this chat")
-        question = next((m.content for m in reversed(msgs[:idx])
-                         if m.role == "user" and not (m.notes or {}).get("expand")), None)
+        question = _last_question(msgs[:idx])
         if question is None:
             raise AssistantError("the question of that answer is missing")
         cites = msgs[idx].citations or []
         read = [int(c["segment_id"]) for c in cites if c.get("kind", "cited") == "cited"]
         mode = next((c.get("mode") for c in cites if c.get("mode")), None) or self.ask_config.mode
-        with self._answer_lock, self._indexing.indexer.paused():
-            self._stop.clear()
-            assistant = self._get_assistant()
+        with self._answering() as assistant:
             stream = assistant.stream(question, scope, extra_segments=(*read, int(segment_id)), stop=self._stop,
                                       **self._overrides({**overrides, "mode": mode}))
             first = next(stream)
@@ -342,6 +336,14 @@ class Runtime:
             self._store.add_message(int(chat_id), "user", f"Read {self.describe_segment(int(segment_id))} too and "
                                     "answer again.", notes={"expand": int(segment_id)})
             yield from self._finish(int(chat_id), first, stream)
+
+    @contextmanager
+    def _answering(self) -> Iterator[Assistant]:
+        """One answer at a time on the one decoder, the indexer held off meanwhile, and a stop signal that a
+        press before this answer began does not carry into it."""
+        with self._answer_lock, self._indexing.indexer.paused():
+            self._stop.clear()
+            yield self._get_assistant()
 
     def _finish(self, chat_id: int, first: str | Answer, stream: Iterator[str | Answer], *,
                 regenerated: bool = False) -> Iterator[str | Reply]:
@@ -452,6 +454,11 @@ class Runtime:
         if self.indexing is None:
             raise ServiceError("the app is not started (or already closed)")
         return self.indexing
+
+
+def _last_question(msgs: list[Message]) -> str | None:
+    """The newest question among ``msgs``; the stored "read this passage too" lines are requests, not questions."""
+    return next((m.content for m in reversed(msgs) if m.role == "user" and not (m.notes or {}).get("expand")), None)
 
 
 def citation_rows(answer: Answer) -> list[dict]:

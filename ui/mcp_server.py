@@ -22,10 +22,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
 
 from app.assistant import AssistantError, Scope
-from app.runtime import Reply, Runtime
+from app.runtime import Runtime
 from app.services import ServiceError
 
-from .openai_api import citation_data
+from .openai_api import citation_data, final_reply
 
 NAME = "latent-context-docs"
 INSTRUCTIONS = ("The user's own documents (folders they chose), read through compressed latent context. Use `search` "
@@ -81,14 +81,10 @@ def build_server(runtime: Runtime) -> MCPServer:
     server = MCPServer(NAME, instructions=INSTRUCTIONS)
 
     def _ask(question: str, folders: list[str] | None, mode: str | None) -> AskResult:
-        reply = None
         try:
-            for piece in runtime.ask(question, scope=_scope(folders), mode=mode):
-                if isinstance(piece, Reply):
-                    reply = piece
+            reply = final_reply(runtime.ask(question, scope=_scope(folders), mode=mode))
         except (AssistantError, ServiceError, ValueError) as e:  # the message says what to do: the client shows it
             raise ToolError(str(e)) from e
-        assert reply is not None
         return AskResult(answer=reply.answer.text, citations=[Cited(**c) for c in citation_data(reply)],
                          chat_id=reply.chat_id, notes=reply.answer.notes())
 

@@ -117,13 +117,7 @@ def router(runtime: Runtime) -> APIRouter:
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.get("stream"):
             return StreamingResponse(_events(rid, created, model, first, stream), media_type="text/event-stream")
-        text, reply = "", None
-        for piece in _pieces(first, stream):
-            if isinstance(piece, Reply):
-                reply = piece
-            else:
-                text += piece
-        assert reply is not None
+        reply = final_reply(_pieces(first, stream))
         cites = citation_data(reply)
         a = reply.answer
         return {
@@ -136,6 +130,13 @@ def router(runtime: Runtime) -> APIRouter:
         }
 
     return api
+
+
+def final_reply(stream: Iterator[str | Reply]) -> Reply:
+    """The stored answer at the end of a runtime answer stream (the text pieces before it are its text)."""
+    *_, reply = stream
+    assert isinstance(reply, Reply)
+    return reply
 
 
 def _pieces(first: str | Reply, rest: Iterator[str | Reply]) -> Iterator[str | Reply]:

@@ -98,7 +98,7 @@ def router(runtime: Runtime) -> APIRouter:
                        "<script type='module' src='/static/viewer.mjs'></script>")
             return _page(f"{name}, page {page}", header, body, scripts,
                          head="<link rel='stylesheet' href='/pdfjs/pdf_viewer.css'>")
-        text = runtime.document_text(doc.id) or ""
+        text = runtime.document_text(doc) or ""
         span = locate(text, seg.text, seg.char_start, seg.char_end)
         if span is None:
             note, shown = "The passage is no longer in this file as it was indexed; it is shown above the text.", (
