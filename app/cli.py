@@ -16,7 +16,7 @@ from latent_store import StoreUnavailable
 
 from .settings import ENV_HOME, Settings
 
-COMMAND_MODULES = ["app.cli_model", "app.cli_index", "app.cli_ask"]
+COMMAND_MODULES = ["app.cli_model", "app.cli_index", "app.cli_ask", "app.cli_ray"]
 
 log = logging.getLogger("lclm_docs")
 

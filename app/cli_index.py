@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import threading
 import time
@@ -38,7 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                              f"{IndexerConfig.for_device('cuda').batch_segments} on a GPU)")
 
     p = sub.add_parser("index", parents=[common], help="index files and folders once, then exit")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (folders are scanned recursively)")
+    # nargs="*", checked in cmd_index: `--ray PATH` must not take the path for an address
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (folders are scanned recursively)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="encode on a Ray cluster: ADDRESS ('auto', 'ray://host:10001', 'host:6379') or none for a "
+                        "local one (needs: pip install 'latent-context-docs[ray]')")
+    p.add_argument("--actors", type=int, default=1, help="with --ray: encoder actors, each holding the model (default 1)")
+    p.add_argument("--shards", metavar="DIR",
+                   help="with --ray: write latent shards to DIR instead of the store (archives too big for one "
+                        "SQLite file); a re-run skips files already in DIR")
     p.set_defaults(func=cmd_index)
 
     w = sub.add_parser("watch", parents=[common], help="watch folders and keep their index up to date (Ctrl-C stops)")
@@ -137,7 +146,23 @@ def _service(args: argparse.Namespace, settings: Settings, paths: list[str], *, 
         raise UserError(str(e)) from e
 
 
+def _ray_address(args: argparse.Namespace) -> None:
+    """``--ray PATH``: argparse gave the first path to --ray. An address is 'auto', 'ray://...' or host:port;
+    an existing file or folder that is none of these is a path."""
+    a = args.ray
+    if a and not (a == "auto" or "://" in a or re.fullmatch(r"[\w.-]+:\d+", a)) and Path(a).expanduser().exists():
+        args.paths.insert(0, a)
+        args.ray = ""
+
+
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    _ray_address(args)
+    if not args.paths:
+        raise UserError("name at least one file or folder to index (lclm-docs index ~/Documents)")
+    if args.ray is not None or args.shards:
+        from .cli_ray import cmd_index_ray
+
+        return cmd_index_ray(args, settings)
     printer = ProgressPrinter()
     svc = _service(args, settings, args.paths, watch=False, printer=printer)
     try:

@@ -48,6 +48,50 @@ def load_compressor(settings: Settings, ratio: int | None = None) -> Compressor:
     return comp
 
 
+def load_compressor_only(settings: Settings, ratio: int | None = None) -> Compressor:
+    """The compressor the settings name, without a checkpoint's decoder: what an encoding worker needs."""
+    if not settings.checkpoint:
+        return load_compressor(settings, ratio)
+    from lclm_core.checkpoint import CheckpointError, load_checkpoint
+    from lclm_core.device import resolve
+
+    try:
+        return load_checkpoint(settings.checkpoint, resolve(settings.device, settings.dtype), load_decoder=False).compressor
+    except (CheckpointError, ValueError, OSError) as e:
+        raise ServiceError(f"cannot load the checkpoint {settings.checkpoint}: {e}") from e
+
+
+def load_tokenizer(settings: Settings):
+    """The compressor's tokenizer alone (segments are cut in its tokens): what a parsing worker needs."""
+    from transformers import AutoTokenizer
+
+    if settings.checkpoint:
+        from lclm_core.checkpoint import CheckpointError, resolve_checkpoint_dir
+
+        try:
+            return AutoTokenizer.from_pretrained(resolve_checkpoint_dir(settings.checkpoint) / "encoder")
+        except (CheckpointError, OSError) as e:
+            raise ServiceError(f"cannot load the checkpoint {settings.checkpoint}'s tokenizer: {e}") from e
+    from lclm_core.default_model import DefaultModelError, default_tokenizer
+
+    try:
+        return default_tokenizer()
+    except DefaultModelError as e:
+        raise ServiceError(str(e)) from e
+
+
+def base_model_sha256(settings: Settings) -> str:
+    """The decoder's base weights, by sha256: the pinned GGUF of the default, or a checkpoint's decoder files."""
+    if not settings.checkpoint:
+        from lclm_core.default_model import gguf_sha256
+
+        return gguf_sha256()
+    from lclm_core.checkpoint import files_digest, resolve_checkpoint_dir
+
+    dec = resolve_checkpoint_dir(settings.checkpoint) / "decoder"
+    return files_digest(sorted(p for p in dec.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")))
+
+
 def path_under(path: str, roots: Iterable[Path]) -> bool:
     p = Path(path)
     return any(p == r or r in p.parents for r in roots)
@@ -109,9 +153,19 @@ class IndexingService:
         if self.watcher is not None:
             for f in self.folders:
                 self.store.add_folder(str(f))  # `watch` with no PATH watches these again
-        if self.watcher is not None:
             self.watcher.start()  # schedules observers, then reconciles
-        else:
+        self.indexer.enqueue(self.scan(retry_failed=retry_failed, reconcile=self.watcher is None))
+        self.indexer.start()  # after the scan, so its report comes before the first document line
+        return self
+
+    def scan(self, *, retry_failed: bool = False, reconcile: bool = True) -> list[int]:
+        """Make the store agree with the paths; the ids of the documents under them that need work.
+
+        Work: new and edited files, runs interrupted, latents from another
+        compressor, and with ``retry_failed`` files that ended in error or
+        skipped. The Ray indexer takes this list instead of the local queue.
+        """
+        if reconcile:
             for f in self.folders:
                 r = self.sync.reconcile(f)
                 for name in ("added", "changed", "touched", "unchanged", "deleted", "moved"):
@@ -119,15 +173,11 @@ class IndexingService:
         for f in self.files:
             if self.sync.sync_file(f, self.report) is None:
                 log.warning("%s is not a supported document (or a temporary/hidden file); skipped", f)
-        # interrupted runs and latents from another compressor, under these paths only
         roots = self.folders + self.files
-        self.indexer.enqueue(d.id for d in self.store.documents_needing_work(self.indexer.fingerprint)
-                             if path_under(d.path, roots))
+        ids = [d.id for d in self.store.documents_needing_work(self.indexer.fingerprint) if path_under(d.path, roots)]
         if retry_failed:  # the user may have raised a limit or installed a missing package
-            self.indexer.enqueue(d.id for d in self.store.list_documents(status=("error", "skipped"))
-                                 if path_under(d.path, roots))
-        self.indexer.start()  # after the scan, so its report comes before the first document line
-        return self
+            ids += [d.id for d in self.store.list_documents(status=("error", "skipped")) if path_under(d.path, roots)]
+        return list(dict.fromkeys(ids))
 
     def add_folder(self, path: str | os.PathLike[str]) -> Path:
         """Watch one more folder from now on: registered in the store, scanned,

@@ -578,6 +578,13 @@ class LatentStore:
             found = self.get_latents([seg_id for _, seg_id in pairs], fingerprint)
         return {sha: lat for (sha, _), lat in zip(pairs, found) if lat is not None}
 
+    def latent_shas(self, fingerprint: str) -> list[str]:
+        """Every segment text (by sha256) that has latents from this compressor: what a remote encoder
+        can skip (the store copies them by sha at commit), shipped once instead of asked per document."""
+        return [r[0] for r in self._all(
+            "SELECT DISTINCT s.sha256 FROM segments s JOIN latents l ON l.segment_id = s.id AND l.fingerprint = ?",
+            (fingerprint,))]
+
     def segments_missing_latents(
         self, fingerprint: str, limit: int | None = None, document_ids: Iterable[int] | None = None
     ) -> list[Segment]:

@@ -154,6 +154,18 @@ def _load_decoder(gguf: Path, device: str, dtype: torch.dtype):
     return model, tok
 
 
+def default_tokenizer():
+    """Gemma's tokenizer alone (what segmenting needs), without loading the weights."""
+    from transformers import AutoTokenizer
+
+    gguf = ensure_gguf()
+    hf = _hf_copy_dir(gguf)
+    with _load_lock:
+        if not (hf / "config.json").exists():
+            _write_hf_copy(gguf, hf)
+    return AutoTokenizer.from_pretrained(hf)
+
+
 def load_default_decoder(placement: Placement | None = None, ratio: int | None = None, parts_dir: Path | None = None):
     """(model, tokenizer) of the default Gemma in transformers; loaded once per process and placement.
 

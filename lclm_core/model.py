@@ -26,13 +26,18 @@ log = logging.getLogger(__name__)
 
 
 def tensor_digest(modules: Sequence[nn.Module]) -> str:
-    """sha256 of every parameter and buffer (name, shape, float32 bytes), dtype-independent."""
+    """sha256 of every parameter and buffer (name, shape, values rounded to bfloat16).
+
+    Rounded to bfloat16 first so that the same weights loaded in float32 or bfloat16 hash alike:
+    ``--dtype auto`` picks either on a CPU (by a speed probe) and bfloat16 on a GPU, and the
+    workers of one cluster must agree with the driver on whose latents they make.
+    """
     h = hashlib.sha256()
     for m in modules:
         for name, t in sorted(m.state_dict().items()):
             h.update(name.encode())
             h.update(str(tuple(t.shape)).encode())
-            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            h.update(t.detach().to("cpu", torch.bfloat16).to(torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -48,6 +48,9 @@ def test_save_load_round_trip_gives_identical_latents_and_logits(tmp_path, pooli
     for a, b in zip(before, after):
         assert torch.equal(a.data, b.data)
     assert loaded.compressor.fingerprint == comp.fingerprint
+    # `--dtype auto` picks float32 or bfloat16 by machine: the same weights must name the same compressor
+    assert load_checkpoint(tmp_path / "ckpt", Placement(torch.device("cpu"), torch.bfloat16),
+                           load_decoder=False).compressor.fingerprint == comp.fingerprint
     logits_after = next_logits(loaded.decoder_model, loaded.decoder_tokenizer, after[0].data)
     assert torch.equal(logits_before, logits_after)
     with loaded.torch_backend() as backend:
