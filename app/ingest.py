@@ -2,8 +2,10 @@
 
 Formats: PDF (pypdf, page by page: the page number of every segment is the
 PDF's physical page, 1-based, which is what a viewer's "go to page" takes),
-plain text (.txt, .md, .rst: markup kept as it is, it is what a reader sees)
-and HTML (.html, .htm: text only, through the standard library's parser).
+plain text (.txt, .md, .rst: markup kept as it is, it is what a reader sees),
+source code, configuration and data files read as text (.py, .js, .c, .yaml,
+.csv, .json, ...: ``FILE_TYPES``) and HTML (.html, .htm: text only, through
+the standard library's parser).
 
 Every way a file can fail to give text ends in an :class:`IngestError` that
 carries the document status ("error": the file could not be read as what it
@@ -47,6 +49,18 @@ FILE_TYPES: dict[str, str] = {
     ".rst": "rst",
     ".html": "html",
     ".htm": "html",
+    # Read as text, markup and syntax kept: it is what a reader of the file sees.
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    **dict.fromkeys((".py", ".pyi"), "code"),
+    **dict.fromkeys((".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".cs", ".java", ".kt", ".kts", ".scala",
+                     ".go", ".rs", ".swift", ".m", ".mm", ".js", ".mjs", ".cjs", ".jsx", ".ts", ".tsx", ".vue",
+                     ".svelte", ".rb", ".php", ".pl", ".pm", ".lua", ".r", ".jl", ".hs", ".ml", ".mli", ".ex",
+                     ".exs", ".erl", ".clj", ".dart", ".zig", ".sql", ".sh", ".bash", ".zsh", ".fish", ".ps1",
+                     ".bat", ".cmake", ".gradle", ".css", ".scss", ".tex", ".bib", ".org", ".adoc", ".toml",
+                     ".yaml", ".yml", ".ini", ".cfg", ".conf", ".xml", ".proto", ".graphql", ".tf"), "code"),
 }
 
 

@@ -58,6 +58,25 @@ def is_temporary(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in TEMP_SUFFIXES
 
 
+#: Folders of other people's code that a project folder carries: indexing them would bury the user's own
+#: files under thousands of dependencies. A Python virtual environment is known by its pyvenv.cfg.
+VENDORED_DIRS = frozenset({"node_modules", "bower_components", "__pycache__", "site-packages", "dist-packages"})
+
+
+def is_vendored(path: Path, root: Path) -> bool:
+    """Under a dependency folder (``VENDORED_DIRS``) or a virtual environment, below ``root``."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return False
+    d = root
+    for part in rel.parts[:-1]:
+        d = d / part
+        if part in VENDORED_DIRS or (d / "pyvenv.cfg").is_file():
+            return True
+    return False
+
+
 def is_hidden(path: Path, root: Path) -> bool:
     """A dot-file, or anything under a dot-folder, below ``root``."""
     try:
@@ -109,13 +128,14 @@ class FolderSync:
     def wanted(self, path: Path) -> bool:
         root = self.root_of(path)
         return (root is not None and path != root and file_type(path) is not None
-                and not is_temporary(path.name) and not is_hidden(path, root)
+                and not is_temporary(path.name) and not is_hidden(path, root) and not is_vendored(path, root)
                 and not (self.store is not None and self.store.is_excluded(str(path))))  # taken out by the user
 
     def scan(self, root: Path) -> Iterator[Path]:
         """Wanted files under root (hidden folders pruned, symlinks not followed)."""
         for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: log.warning("cannot scan %s: %s", e.filename, e)):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in VENDORED_DIRS
+                                 and not os.path.isfile(os.path.join(dirpath, d, "pyvenv.cfg")))
             for name in sorted(filenames):
                 p = Path(dirpath) / name
                 if not p.is_symlink() and self.wanted(p):

@@ -83,6 +83,8 @@ def test_decode_text_encodings_and_binary():
 def test_file_types():
     assert [file_type(n) for n in ["a.PDF", "b.md", "c.rst", "d.htm", "e.txt", "f.docx", "g"]] == [
         "pdf", "md", "rst", "html", "txt", None, None]
+    assert [file_type(n) for n in ["a.py", "b.TS", "c.csv", "d.json", "e.yaml", "f.exe", "g.png"]] == [
+        "code", "code", "csv", "json", "code", None, None]
 
 
 # ---------------------------------------------------------------- segmenting
