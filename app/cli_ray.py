@@ -15,6 +15,7 @@ from pathlib import Path
 from .cli import UserError
 from .cli_index import ProgressPrinter, _check, _config, _duration, _quiet_pdf_logs
 from .settings import Settings
+from .shards import Identity
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,13 +46,6 @@ def _compressor(settings: Settings, ratio: int | None):
         raise UserError(str(e)) from e
 
 
-def _identity(settings: Settings, comp):
-    from .services import base_model_sha256
-    from .shards import Identity
-
-    return Identity(comp.fingerprint, base_model_sha256(settings), int(comp.config.compression_ratio))
-
-
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .services import open_store
     from .shards import export_store
@@ -62,7 +56,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(f"no index in {settings.data_dir} to export (run: lclm-docs index PATH)")
     comp = _compressor(settings, args.ratio)
     with open_store(settings) as store:
-        r = export_store(store, args.directory, _identity(settings, comp), target_bytes=int(args.shard_mb * 2**20))
+        r = export_store(store, args.directory, Identity.of(settings, comp), target_bytes=int(args.shard_mb * 2**20))
     for why in r.skipped:
         print(f"skipped {why}")
     print(f"exported {r.documents} documents ({r.segments} segments) into {len(r.shards)} shard(s) in "
@@ -85,11 +79,9 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         for f in args.folders:
             store.add_folder(str(normalize(f)))
         roots = [f.path for f in store.list_folders(enabled_only=True)]
-        sync = FolderSync(store, roots)
-        for root in roots:
-            sync.reconcile(root)  # rows for the files here, so shard documents can find them
+        FolderSync(store, roots).reconcile()  # rows for the files here, so shard documents can find them
         try:
-            r = import_shards(store, args.shards, _identity(settings, comp))
+            r = import_shards(store, args.shards, Identity.of(settings, comp))
         except ShardError as e:
             raise UserError(str(e)) from e
     print(f"imported {r.imported} documents ({r.segments} segments) from {r.shards} shard(s), nothing encoded; "
@@ -131,7 +123,7 @@ def cmd_index_ray(args: argparse.Namespace, settings: Settings) -> int:
                 p = normalize(raw)
                 files.extend(FolderSync(None, [p]).scan(p) if p.is_dir() else [p])
             print(f"found {len(files)} file(s); encoding on Ray into {args.shards}", flush=True)
-            report = index_to_shards(files, Path(args.shards), settings, _identity(settings, comp), ratio=args.ratio,
+            report = index_to_shards(files, Path(args.shards), settings, Identity.of(settings, comp), ratio=args.ratio,
                                      config=config, options=opts, callbacks=[printer])
         else:
             with open_store(settings) as store:

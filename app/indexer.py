@@ -83,6 +83,45 @@ def to_latent_in(lat: LatentLike) -> LatentIn:
     return LatentIn(lat.payload(), lat.dtype_name, tuple(lat.shape), lat.fingerprint, int(lat.ratio))  # type: ignore[arg-type]
 
 
+def encode_each(compressor: Compressor, batch: Sequence[tuple[str, str, int]], windows_per_batch: int
+                ) -> tuple[dict[str, LatentIn], dict[str, Exception]]:
+    """Latents of ``(sha, text, n_tokens)`` items by sha, and the items that failed by sha.
+
+    One call for the batch; where it fails, each text alone, so one bad text does
+    not fail the documents that shared its batch (the local indexer and the Ray
+    encoders both encode this way).
+    """
+    try:
+        return _compress(compressor, batch, windows_per_batch), {}
+    except Exception as e:  # noqa: BLE001
+        if len(batch) == 1:
+            log.exception("encoder failed on a segment of %d tokens", batch[0][2])
+            return {}, {batch[0][0]: e}
+        log.warning("encoder failed on a batch of %d segments (%s); encoding them one by one", len(batch), e)
+    fresh: dict[str, LatentIn] = {}
+    failed: dict[str, Exception] = {}
+    for item in batch:
+        f, e = encode_each(compressor, [item], windows_per_batch)
+        fresh.update(f)
+        failed.update(e)
+    return fresh, failed
+
+
+def _compress(compressor: Compressor, batch: Sequence[tuple[str, str, int]], windows_per_batch: int
+              ) -> dict[str, LatentIn]:
+    lats = compressor.compress([text for _, text, _ in batch], windows_per_batch=windows_per_batch)
+    if len(lats) != len(batch):
+        raise RuntimeError(f"compressor returned {len(lats)} latent arrays for {len(batch)} texts")
+    out = {}
+    for (sha, _, _), lat in zip(batch, lats):
+        li = to_latent_in(lat)
+        if li.fingerprint != compressor.fingerprint:
+            raise RuntimeError(f"compressor returned latents with fingerprint {li.fingerprint}, "
+                               f"expected {compressor.fingerprint}")
+        out[sha] = li
+    return out
+
+
 # ------------------------------------------------------------------ events
 @dataclass(frozen=True)
 class DocOutcome:
@@ -460,33 +499,10 @@ class Indexer:
         self._emit()
 
     def _encode(self, batch: list[tuple[str, str, int]]) -> dict[str, Exception]:
-        """Encode a batch into ``_fresh``; on failure, each text alone, so one
-        bad text does not fail the documents that shared its batch. Returns
-        the texts (by sha) that failed on their own."""
-        try:
-            self._fresh.update(self._compress(batch))
-            return {}
-        except Exception as e:  # noqa: BLE001
-            if len(batch) == 1:
-                log.exception("encoder failed on a segment of %d tokens", batch[0][2])
-                return {batch[0][0]: e}
-            log.warning("encoder failed on a batch of %d segments (%s); encoding them one by one", len(batch), e)
-        failed: dict[str, Exception] = {}
-        for item in batch:
-            failed.update(self._encode([item]))
+        """Encode a batch into ``_fresh``; returns the texts (by sha) that failed on their own."""
+        fresh, failed = encode_each(self.compressor, batch, self.config.windows_per_batch)
+        self._fresh.update(fresh)
         return failed
-
-    def _compress(self, batch: list[tuple[str, str, int]]) -> dict[str, LatentIn]:
-        lats = self.compressor.compress([text for _, text, _ in batch], windows_per_batch=self.config.windows_per_batch)
-        if len(lats) != len(batch):
-            raise RuntimeError(f"compressor returned {len(lats)} latent arrays for {len(batch)} texts")
-        out = {}
-        for (sha, _, _), lat in zip(batch, lats):
-            li = to_latent_in(lat)
-            if li.fingerprint != self.fingerprint:
-                raise RuntimeError(f"compressor returned latents with fingerprint {li.fingerprint}, expected {self.fingerprint}")
-            out[sha] = li
-        return out
 
     def _commit_ready(self) -> None:
         for job in list(self._jobs):

@@ -37,7 +37,7 @@ from typing import Any
 
 from latent_store import DocumentMeta, LatentIn, LatentStore, NotFound, SegmentIn, StaleDocumentError, StoreUnavailable
 
-from .indexer import DocOutcome, IndexerConfig, Progress, ProgressCallback, to_latent_in
+from .indexer import DocOutcome, IndexerConfig, Progress, ProgressCallback, encode_each
 from .ingest import IngestError, parse_document
 from .settings import Settings
 
@@ -169,8 +169,8 @@ class _Encoder:
                 for s in _segments_from(r["segments"]):
                     if s.sha256 not in self.known:
                         todo.setdefault(s.sha256, (s.text, s.n_tokens or 0))
-        fresh, failed, seconds = self._encode(todo)
-        out: dict[str, list] = {k: [] for k in (*batch.keys(), "latent_meta", "latent_blob", "encoded", "encode_s",
+        fresh, failed = self._encode(todo)
+        out: dict[str, list] = {k: [] for k in (*batch.keys(), "latent_meta", "latent_blob", "encoded",
                                                "encoded_tokens")}
         for r in rows:
             meta, blob, encoded, tokens = [], bytearray(), 0, 0
@@ -192,37 +192,26 @@ class _Encoder:
             out["latent_blob"].append(bytes(blob))
             out["encoded"].append(encoded)
             out["encoded_tokens"].append(tokens)
-            out["encode_s"].append(seconds / max(n, 1))
         return out
 
-    def _encode(self, todo: dict[str, tuple[str, int]]) -> tuple[dict[str, LatentIn], dict[str, str], float]:
-        """Encode in the indexer's batch sizes; a batch that fails is retried text by text, so one bad text
-        fails only its own documents."""
+    def _encode(self, todo: dict[str, tuple[str, int]]) -> tuple[dict[str, LatentIn], dict[str, str]]:
+        """Encode in the indexer's batch sizes and as it does (``encode_each``: a failing batch is retried
+        text by text, so one bad text fails only its own documents)."""
         fresh: dict[str, LatentIn] = {}
         failed: dict[str, str] = {}
-        t0 = time.monotonic()
-        items = list(todo.items())
+        items = [(sha, text, n) for sha, (text, n) in todo.items()]
         i = 0
         while i < len(items):
             chunk, tokens = [], 0
             while i < len(items) and (not chunk or (len(chunk) < self.config.batch_segments
-                                                    and tokens + items[i][1][1] <= self.config.batch_tokens)):
+                                                    and tokens + items[i][2] <= self.config.batch_tokens)):
                 chunk.append(items[i])
-                tokens += items[i][1][1]
+                tokens += items[i][2]
                 i += 1
-            try:
-                fresh.update(self._compress(chunk))
-            except Exception:  # noqa: BLE001
-                for item in chunk:
-                    try:
-                        fresh.update(self._compress([item]))
-                    except Exception as e:  # noqa: BLE001
-                        failed[item[0]] = f"{type(e).__name__}: {e}"
-        return fresh, failed, time.monotonic() - t0
-
-    def _compress(self, chunk: list[tuple[str, tuple[str, int]]]) -> dict[str, LatentIn]:
-        lats = self.comp.compress([text for _, (text, _) in chunk], windows_per_batch=self.config.windows_per_batch)
-        return {sha: to_latent_in(lat) for (sha, _), lat in zip(chunk, lats)}
+            done, bad = encode_each(self.comp, chunk, self.config.windows_per_batch)
+            fresh.update(done)
+            failed.update({sha: f"{type(e).__name__}: {e}" for sha, e in bad.items()})
+        return fresh, failed
 
 
 def _latents_from(row: dict[str, Any], fingerprint: str) -> dict[str, LatentIn]:
@@ -424,12 +413,11 @@ def index_to_shards(paths: Sequence[Path], directory: Path, settings: Settings, 
     again, so a re-run after a lost worker finishes what is missing. Bad files
     are logged and reported, and left out of the shards.
     """
-    from latent_store.shards import ShardDocument, ShardWriter, read_documents, shard_paths
+    from latent_store.shards import ShardDocument, ShardWriter, files_in, shard_paths
 
     done: set[tuple[str, int, float | None]] = set()
     for p in shard_paths([directory]) if directory.is_dir() else []:
-        for d in read_documents(p):
-            done.add((d.path, d.size, d.mtime))
+        done |= files_in(p)
     work = []
     for i, p in enumerate(paths):
         st = p.stat()

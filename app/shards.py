@@ -36,6 +36,13 @@ class Identity:
     base_model_sha256: str
     ratio: int
 
+    @classmethod
+    def of(cls, settings, compressor) -> "Identity":  # noqa: ANN001 - app.settings.Settings, a compressor
+        """The identity of the compressor these settings load."""
+        from .services import base_model_sha256
+
+        return cls(compressor.fingerprint, base_model_sha256(settings), int(compressor.config.compression_ratio))
+
     def header(self) -> ShardHeader:
         from importlib.metadata import PackageNotFoundError, version
 

@@ -63,8 +63,13 @@ def is_temporary(name: str) -> bool:
 VENDORED_DIRS = frozenset({"node_modules", "bower_components", "__pycache__", "site-packages", "dist-packages"})
 
 
+def is_vendored_dir(d: Path) -> bool:
+    """A dependency folder (``VENDORED_DIRS``) or a virtual environment."""
+    return d.name in VENDORED_DIRS or (d / "pyvenv.cfg").is_file()
+
+
 def is_vendored(path: Path, root: Path) -> bool:
-    """Under a dependency folder (``VENDORED_DIRS``) or a virtual environment, below ``root``."""
+    """Under a dependency folder or a virtual environment, below ``root``."""
     try:
         rel = path.relative_to(root)
     except ValueError:
@@ -72,7 +77,7 @@ def is_vendored(path: Path, root: Path) -> bool:
     d = root
     for part in rel.parts[:-1]:
         d = d / part
-        if part in VENDORED_DIRS or (d / "pyvenv.cfg").is_file():
+        if is_vendored_dir(d):
             return True
     return False
 
@@ -125,20 +130,22 @@ class FolderSync:
                 return root
         return None
 
-    def wanted(self, path: Path) -> bool:
+    def wanted(self, path: Path, *, walked: bool = False) -> bool:
+        """``walked``: ``scan`` found it, having pruned dependency folders on the way (no stat per ancestor)."""
         root = self.root_of(path)
         return (root is not None and path != root and file_type(path) is not None
-                and not is_temporary(path.name) and not is_hidden(path, root) and not is_vendored(path, root)
+                and not is_temporary(path.name) and not is_hidden(path, root)
+                and (walked or not is_vendored(path, root))
                 and not (self.store is not None and self.store.is_excluded(str(path))))  # taken out by the user
 
     def scan(self, root: Path) -> Iterator[Path]:
-        """Wanted files under root (hidden folders pruned, symlinks not followed)."""
+        """Wanted files under root (hidden and dependency folders pruned, symlinks not followed)."""
         for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: log.warning("cannot scan %s: %s", e.filename, e)):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in VENDORED_DIRS
-                                 and not os.path.isfile(os.path.join(dirpath, d, "pyvenv.cfg")))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and not is_vendored_dir(Path(dirpath) / d))
             for name in sorted(filenames):
                 p = Path(dirpath) / name
-                if not p.is_symlink() and self.wanted(p):
+                if not p.is_symlink() and self.wanted(p, walked=True):
                     yield p
 
     def documents_under(self, directory: Path) -> list[Document]:

@@ -129,7 +129,6 @@ def run_ray(settings, comp, corpus: Path, work: Path, actors: int, rnd: int) -> 
 
 
 def sizes(settings, comp, store_path: Path, out: Path) -> dict:
-    from app.services import base_model_sha256
     from app.shards import Identity, export_store
     from latent_store import LatentStore
 
@@ -137,8 +136,7 @@ def sizes(settings, comp, store_path: Path, out: Path) -> dict:
         store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         tokens = _tokens(store)
         st = store.stats()
-        r = export_store(store, out, Identity(comp.fingerprint, base_model_sha256(settings),
-                                               comp.config.compression_ratio))
+        r = export_store(store, out, Identity.of(settings, comp))
     store_bytes = sum(p.stat().st_size for p in store_path.parent.glob(store_path.name + "*"))
     return {"tokens": tokens, "shard_bytes": r.bytes, "shards": len(r.shards), "store_bytes": store_bytes,
             "latent_bytes": st.latent_bytes, "text_bytes": st.text_bytes,

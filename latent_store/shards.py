@@ -215,6 +215,19 @@ def read_header(path: str | os.PathLike[str]) -> ShardHeader:
     return ShardHeader.from_json(meta[HEADER_KEY], p)
 
 
+def files_in(path: str | os.PathLike[str]) -> set[tuple[str, int, float | None]]:
+    """(path, size, mtime) of each document in a shard, from three columns: no text or latents are read."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    read_header(p)
+    try:
+        t = pq.read_table(p, columns=["doc_path", "doc_size", "doc_mtime"])
+    except Exception as e:  # noqa: BLE001
+        raise ShardError(f"{p}: damaged shard ({type(e).__name__}: {e})") from e
+    return set(zip(t["doc_path"].to_pylist(), t["doc_size"].to_pylist(), t["doc_mtime"].to_pylist()))
+
+
 def read_documents(path: str | os.PathLike[str]) -> Iterator[ShardDocument]:
     """The documents of one shard, in order, one row group in memory at a time."""
     import pyarrow.parquet as pq
