@@ -89,6 +89,7 @@ class Options:
     folders: list[Path] = field(default_factory=list)
     open_browser: bool = False
     reinstall: bool = False
+    ocr: bool = False
     passthrough: list[str] = field(default_factory=list)
 
 
@@ -166,6 +167,9 @@ def build_parser(root: Path = ROOT) -> argparse.ArgumentParser:
     p.add_argument("--open", dest="open_browser", action="store_true", help="open the UI in a browser")
     p.add_argument("--reinstall", action="store_true",
                    help="choose and install torch again and re-install the package, even if present")
+    p.add_argument("--ocr", action="store_true",
+                   help="install Tesseract OCR (scanned PDFs, images) with the system's package manager: apt "
+                        "(as root or with sudo), Homebrew or winget")
     return p
 
 
@@ -176,13 +180,37 @@ def parse_args(argv: Sequence[str], root: Path = ROOT) -> Options:
     return Options(
         venv=ns.venv, extras=ns.extras, setup_only=ns.setup_only, data_dir=ns.data_dir,
         port=ns.port, host=ns.host, folders=ns.folders, open_browser=ns.open_browser,
-        reinstall=ns.reinstall, passthrough=passthrough,
+        reinstall=ns.reinstall, ocr=ns.ocr, passthrough=passthrough,
     )
 
 
 # --------------------------------------------------------------------------
 # Pure decisions (platform facts in, plans out)
 # --------------------------------------------------------------------------
+
+
+def tesseract_install(system: str, tools: Iterable[str], is_root: bool) -> list[str] | None:
+    """The command that installs Tesseract (with English) here, or None where we know none. ``tools``:
+    the package managers on PATH (apt-get, sudo, brew, winget)."""
+    tools = set(tools)
+    if system == "Linux" and "apt-get" in tools:
+        apt = ["apt-get", "install", "-y", "--no-install-recommends", "tesseract-ocr", "tesseract-ocr-eng"]
+        return apt if is_root else (["sudo", "-n", *apt] if "sudo" in tools else None)
+    if system == "Darwin" and "brew" in tools:
+        return ["brew", "install", "tesseract"]
+    if system == "Windows" and "winget" in tools:
+        return ["winget", "install", "-e", "--id", "UB-Mannheim.TesseractOCR", "--accept-package-agreements",
+                "--accept-source-agreements"]
+    return None
+
+
+def tesseract_hint(system: str) -> str:
+    """How a user installs Tesseract by hand on this platform."""
+    if system == "Darwin":
+        return "brew install tesseract"
+    if system == "Windows":
+        return "winget install UB-Mannheim.TesseractOCR (or the installer from github.com/UB-Mannheim/tesseract)"
+    return "sudo apt install tesseract-ocr (Fedora: sudo dnf install tesseract; Arch: sudo pacman -S tesseract)"
 
 
 @dataclass(frozen=True)
@@ -591,7 +619,32 @@ def setup(opts: Options, root: Path, windows: bool) -> Path:
     if not script.exists():
         raise LaunchError(f"the install finished but {script} is missing; re-run with --reinstall")
     fetch_viewer(py)
+    check_ocr(opts.ocr)
     return script
+
+
+def check_ocr(install: bool) -> None:
+    """Tesseract, which reads scanned PDF pages and images. Optional: without it everything else is read,
+    and those files' rows say how to get it. Installed only when asked (--ocr): it is a system package."""
+    if shutil.which("tesseract"):
+        say("OCR: Tesseract found; scanned PDFs and images are read")
+        return
+    system = platform.system()
+    cmd = tesseract_install(system, [t for t in ("apt-get", "sudo", "brew", "winget") if shutil.which(t)],
+                            hasattr(os, "geteuid") and os.geteuid() == 0) if install else None
+    if cmd is not None:
+        say(f"installing Tesseract OCR: {' '.join(cmd)}")
+        r = capture(cmd, timeout=1200)
+        if r is not None and r.returncode != 0 and cmd[0] == "apt-get":  # a fresh system has no package lists
+            capture(["apt-get", "update"], timeout=600)
+            r = capture(cmd, timeout=1200)
+        if r is not None and r.returncode == 0 and shutil.which("tesseract"):
+            say("OCR: Tesseract installed; scanned PDFs and images are read")
+            return
+        why = ((r.stderr or r.stdout).strip().splitlines() or ["no message"])[-1] if r is not None else "it did not run"
+        say(f"note: installing Tesseract failed ({why})")
+    say("note: Tesseract OCR is not installed, so scanned PDFs and images are not read (all else is). "
+        f"Install it with: {tesseract_hint(system)}" + ("" if install else "; or re-run with --ocr"))
 
 
 def fetch_viewer(py: Path) -> None:

@@ -112,6 +112,12 @@ class Citation:
     char_end: int | None
     text: str
     score: float
+    location: str | None = None  # "slide 4", "Sheet1 rows 20-40", ...; None where the page says it
+
+    @property
+    def where(self) -> str:
+        """'file.pdf, page 12' or 'deck.pptx, slide 4': how every surface names this passage."""
+        return place(self.path, self.page, self.location)
 
 
 @dataclass
@@ -187,10 +193,12 @@ def _latent_tensor(seg: ScopeSegment) -> torch.Tensor:
     return LatentArray.from_payload(lat.payload, lat.dtype, lat.shape, lat.fingerprint, lat.ratio).data.float()
 
 
-def place(path: str, page: int | None) -> str:
+def place(path: str, page: int | None, location: str | None = None) -> str:
     """A passage's place as the prompt, the chat, the API and an exported chat name it: 'file.pdf, page 12',
-    or the file name."""
+    'deck.pptx, slide 4', 'budget.xlsx, Sheet1 rows 20-40', or the file name."""
     name = Path(path).name
+    if location:
+        return f"{name}, {location}"
     return f"{name}, page {page}" if page else name
 
 
@@ -490,7 +498,8 @@ class Assistant:
         return _Prompt(block, ranges, n_raw)
 
     def _question_block(self, question: str, passages: list[ScopeSegment], numbered: bool) -> list[Part]:
-        text = quoted_passages([(place(s.path, s.segment.page), s.segment.text) for s in passages])
+        text = quoted_passages([(place(s.path, s.segment.page, s.segment.location), s.segment.text)
+                                for s in passages])
         text += f"\nQuestion: {question}\nAnswer:"
         return [Text(text)]
 
@@ -599,7 +608,7 @@ class Assistant:
         if answer.junk:
             log.info("reply not shown (%s): %r", answer.junk, answer.text[:200])
             best = answer.citations[0] if answer.citations else None
-            answer.text = fallback_text(place(best.path, best.page) if best else None, best.text if best else None)
+            answer.text = fallback_text(best.where if best else None, best.text if best else None)
             if not shown:
                 yield answer.text
         elif text[shown:] and not answer.stopped:
@@ -610,7 +619,8 @@ class Assistant:
 
     def _cite(self, number: int, s: ScopeSegment, score: float) -> Citation:
         g = s.segment
-        return Citation(number, g.id, g.document_id, s.path, g.page, g.char_start, g.char_end, g.text, score)
+        return Citation(number, g.id, g.document_id, s.path, g.page, g.char_start, g.char_end, g.text, score,
+                        g.location)
 
 
 __all__ = ["Assistant", "AssistantConfig", "AssistantError", "Answer", "Citation", "Scope", "MODES", "NOT_FOUND",

@@ -73,9 +73,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         if answer.junk and streamed.strip() != answer.text:  # the reply turned out not to be an answer
             print(f"(that reply was not an answer: {answer.junk})\n{answer.text}")
         for c in answer.citations:
-            page = f", page {c.page}" if c.page else ""
+            where = f", {c.location}" if c.location else f", page {c.page}" if c.page else ""
             snippet = " ".join(c.text.split())[:160]
-            print(f"  [{c.number}] {c.path}{page} (segment {c.segment_id}): {snippet}…")
+            print(f"  [{c.number}] {c.path}{where} (segment {c.segment_id}): {snippet}…")
         if answer.left_out:
             print(f"  not read (did not fit the context): {', '.join(answer.left_out)}", file=sys.stderr)
         for path, (read, total) in answer.partial.items():

@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="skip a PDF with a page of more text than this (default %(default)s)")
     common.add_argument("--max-file-mb", type=float, default=IngestLimits.max_file_mb,
                         help="skip larger files (default %(default)s)")
+    common.add_argument("--no-ocr", dest="ocr", action="store_false",
+                        help="do not OCR scanned PDF pages and images (OCR runs where Tesseract is installed)")
+    common.add_argument("--ocr-lang", default=IngestLimits.ocr_languages,
+                        help="Tesseract languages for OCR, e.g. eng+deu (default %(default)s)")
     common.add_argument("--batch", type=int, default=None,
                         help=f"segments per encoder batch (default {IndexerConfig.batch_segments} on a CPU, "
                              f"{IndexerConfig.for_device('cuda').batch_segments} on a GPU)")
@@ -118,7 +122,8 @@ def _config(args: argparse.Namespace, device: str = "cpu") -> IndexerConfig:
     (checked by ``_check`` before the model loads)."""
     batch = {"batch_segments": args.batch} if args.batch is not None else {}
     return IndexerConfig.for_device(device, **batch, limits=IngestLimits(
-        max_file_mb=args.max_file_mb, max_pages=args.max_pages, max_page_chars=args.max_page_chars))
+        max_file_mb=args.max_file_mb, max_pages=args.max_pages, max_page_chars=args.max_page_chars,
+        ocr=getattr(args, "ocr", True), ocr_languages=getattr(args, "ocr_lang", IngestLimits.ocr_languages)))
 
 
 def _quiet_pdf_logs(args: argparse.Namespace) -> None:

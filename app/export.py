@@ -40,5 +40,5 @@ def chat_markdown(chat: Chat, messages: list[Message]) -> str:
         if cited:
             out += ["Sources:", ""]
             for r in cited:
-                out += [f"[{r.get('number', '?')}] {place(r.get('path', '?'), r.get('page'))}", "", _quote(r.get("text", "")), ""]
+                out += [f"[{r.get('number', '?')}] {place(r.get('path', '?'), r.get('page'), r.get('location'))}", "", _quote(r.get("text", "")), ""]
     return "\n".join(out).rstrip() + "\n"

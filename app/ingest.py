@@ -22,6 +22,7 @@ let a viewer highlight the passage on the page it shows.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import hashlib
 import logging
@@ -49,6 +50,19 @@ FILE_TYPES: dict[str, str] = {
     ".rst": "rst",
     ".html": "html",
     ".htm": "html",
+    # Office documents and e-books (app.office), e-mail (app.mail), images read by OCR (app.ocr)
+    ".docx": "docx",
+    ".odt": "odt",
+    ".pptx": "pptx",
+    ".odp": "odp",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".ods": "ods",
+    ".epub": "epub",
+    ".eml": "eml",
+    ".mbox": "mbox",
+    ".msg": "msg",
+    **dict.fromkeys((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"), "image"),
     # Read as text, markup and syntax kept: it is what a reader of the file sees.
     ".csv": "csv",
     ".tsv": "csv",
@@ -91,18 +105,51 @@ class IngestLimits:
     # One page's extracted text: a normal page holds a few thousand characters; a
     # "page" of millions is a generated dump or a decompression bomb.
     max_page_chars: int = 2_000_000
+    # What an Office file or e-book (a zip) may unpack to: real ones unpack to a few times their size,
+    # a zip bomb to gigabytes. Checked before any library inflates it.
+    max_unzipped_mb: float = 512.0
+    # OCR of scanned PDF pages and images, where Tesseract is installed (app.ocr).
+    ocr: bool = True
+    ocr_languages: str = "eng"
 
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
 
+    @property
+    def max_unzipped_bytes(self) -> int:
+        return int(self.max_unzipped_mb * 1024 * 1024)
+
 
 @dataclass(frozen=True)
 class Page:
-    """Cleaned text of one page (number 1-based), or of a whole document (number None)."""
+    """Cleaned text of one page (number 1-based), or of a whole document (number None).
+
+    A page is whatever a reader of the format turns to: a PDF page, a slide, a sheet, a chapter, a
+    message. ``label`` names it ("slide 4", "Sheet1", "chapter 3: Install"; None for a PDF page, which
+    a citation names by its number). ``marks`` are (offset, label) where a section starts, or, with
+    ``rows``, (offset, row number) where a spreadsheet row starts.
+    """
 
     number: int | None
     text: str
+    label: str | None = None
+    marks: tuple[tuple[int, str], ...] = ()
+    rows: bool = False
+
+    def location(self, start: int, end: int) -> str | None:
+        """Where text[start:end] is, as a citation names it: 'Sheet1 rows 20-40', 'page 3, section
+        Install', 'slide 4'; None where the page number says it all (PDF)."""
+        offsets = [o for o, _ in self.marks]
+        if self.rows and self.marks:
+            first = self.marks[max(bisect.bisect_right(offsets, start) - 1, 0)][1]
+            last = self.marks[max(bisect.bisect_right(offsets, max(end - 1, start)) - 1, 0)][1]
+            return f"{self.label} " + (f"row {first}" if first == last else f"rows {first}-{last}")
+        at = bisect.bisect_right(offsets, start) - 1
+        parts = [self.label] if self.label else []
+        if at >= 0:
+            parts.append(self.marks[at][1])
+        return ", ".join(parts) or None
 
 
 @dataclass(frozen=True)
@@ -323,14 +370,31 @@ def _pdf_pages(path: Path, limits: IngestLimits, warnings: list[str]) -> tuple[i
         raise IngestError(f"PDF has {n_pages} pages, over the {limits.max_pages}-page limit (--max-pages)", "skipped")
 
     def pages() -> Iterator[Page]:
-        for i in range(n_pages):
-            try:
-                raw = reader.pages[i].extract_text() or ""
-            except Exception as e:  # noqa: BLE001 - one bad page must not lose the book
-                warnings.append(f"page {i + 1}: text extraction failed ({type(e).__name__}: {e})")
-                log.warning("%s: page %d: text extraction failed: %s", path, i + 1, e)
-                raw = ""
-            yield Page(i + 1, clean_text(raw))
+        from . import ocr
+
+        why_not = None if limits.ocr else "OCR is turned off"
+        reader_ocr = None
+        try:
+            for i in range(n_pages):
+                try:
+                    raw = reader.pages[i].extract_text() or ""
+                except Exception as e:  # noqa: BLE001 - one bad page must not lose the book
+                    warnings.append(f"page {i + 1}: text extraction failed ({type(e).__name__}: {e})")
+                    log.warning("%s: page %d: text extraction failed: %s", path, i + 1, e)
+                    raw = ""
+                text = clean_text(raw)
+                if len(text) < ocr.MIN_TEXT_CHARS and why_not is None:  # a scanned page: only these get OCR
+                    why_not = ocr.unavailable(limits.ocr_languages)
+                    if why_not is None:
+                        reader_ocr = reader_ocr or ocr.PdfOcr(path, limits.ocr_languages)
+                        text = reader_ocr.page(i) or text
+                yield Page(i + 1, text)
+        finally:
+            if reader_ocr is not None:
+                reader_ocr.close()
+                warnings.append(f"{reader_ocr.pages_read} page(s) read by OCR in {reader_ocr.seconds:.0f} s")
+            elif why_not and why_not != "OCR is turned off":
+                warnings.append(f"pages without a text layer were not read: {why_not}")
 
     return n_pages, pages()
 
@@ -342,6 +406,18 @@ def read_pages(path: str | os.PathLike[str], doc_type: str, limits: IngestLimits
     warnings = [] if warnings is None else warnings
     if doc_type == "pdf":
         return _pdf_pages(p, limits, warnings)
+    if doc_type == "image":
+        from .ocr import image_pages
+
+        return image_pages(p, limits)
+    if doc_type in ("docx", "odt", "pptx", "odp", "xlsx", "ods", "epub", "eml", "mbox", "msg"):
+        from .mail import READERS as MAIL
+        from .office import READERS as OFFICE
+
+        read = {**OFFICE, **MAIL}[doc_type]
+        pages = read(p, limits)
+        numbered = [pg.number for pg in pages if pg.number is not None]
+        return (max(numbered) if numbered else None), iter(pages)
     data = _read_bytes(p, limits)
     if doc_type == "html":
         text = clean_text(html_to_text(decode_html(data)))
@@ -370,6 +446,24 @@ def stat_info(path: str | os.PathLike[str], limits: IngestLimits) -> tuple[int, 
     if st.st_size == 0:
         raise IngestError("empty file", "skipped")
     return st.st_size, st.st_mtime, doc_type
+
+
+#: a section shorter than this joins the next one in a segment (a run of headings is not cut into crumbs)
+MIN_SECTION_CHARS = 600
+
+
+def _page_spans(page: Page, count_tokens: Callable[[str], int], max_tokens: int) -> Iterator[tuple[int, int, int]]:
+    """Segments of a page, cut at its section starts as at its end: a passage cited as 'section 10.3
+    Persistence' then never begins in 10.2. Spreadsheet rows are not sections: rows pack together."""
+    cuts = [0]
+    if not page.rows:
+        for offset, _ in page.marks:
+            if offset - cuts[-1] >= MIN_SECTION_CHARS:
+                cuts.append(offset)
+    cuts.append(len(page.text))
+    for a, b in zip(cuts, cuts[1:]):
+        for start, end, n in segment_text(page.text[a:b], count_tokens, max_tokens):
+            yield a + start, a + end, n
 
 
 def parse_document(
@@ -401,9 +495,10 @@ def parse_document(
                                   f"{limits.max_page_chars:,}-character page limit (--max-page-chars)", "skipped")
             if page.text:
                 pages_with_text += 1
-            for start, end, n in segment_text(page.text, count_tokens, max_tokens):
+            for start, end, n in _page_spans(page, count_tokens, max_tokens):
                 doc.segments.append(SegmentIn(ordinal=len(doc.segments), text=page.text[start:end], page=page.number,
-                                              char_start=start, char_end=end, n_tokens=n))
+                                              char_start=start, char_end=end, n_tokens=n,
+                                              location=page.location(start, end)))
     except FileNotFoundError:
         raise
     except PermissionError as e:
@@ -412,7 +507,16 @@ def parse_document(
         raise IngestError(f"cannot read the file: {e}") from e
     if not doc.segments:
         if doc_type == "pdf":
-            raise IngestError(f"no text layer (scanned?): none of its {page_count} page(s) has extractable text; OCR it first")
+            from .ocr import unavailable
+
+            why = "OCR is turned off" if not limits.ocr else unavailable(limits.ocr_languages)
+            if why:
+                raise IngestError(f"no text layer (scanned?): none of its {page_count} page(s) has extractable "
+                                  f"text. {why}")
+            raise IngestError(f"no text: none of its {page_count} page(s) has a text layer, and OCR found no "
+                              "text on them", "skipped")
+        if doc_type == "image":
+            raise IngestError("OCR found no text in the image (a photo or a drawing?)", "skipped")
         raise IngestError("no text in the file", "skipped")
     if page_count and pages_with_text < page_count / 2:
         warnings.append(f"only {pages_with_text} of {page_count} pages have text (partly scanned?)")

@@ -82,11 +82,12 @@ class RayReport:
 
 # ------------------------------------------------------------------ workers
 def _segments_json(segments: Sequence[SegmentIn]) -> str:
-    return json.dumps([[s.ordinal, s.text, s.page, s.char_start, s.char_end, s.n_tokens, s.sha256] for s in segments])
+    return json.dumps([[s.ordinal, s.text, s.page, s.char_start, s.char_end, s.n_tokens, s.sha256, s.location]
+                       for s in segments])
 
 
 def _segments_from(raw: str) -> list[SegmentIn]:
-    return [SegmentIn(o, t, p, a, b, n, sha) for o, t, p, a, b, n, sha in json.loads(raw)]
+    return [SegmentIn(o, t, p, a, b, n, sha, where) for o, t, p, a, b, n, sha, where in json.loads(raw)]
 
 
 def _threads(cpus: float) -> None:

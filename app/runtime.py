@@ -30,7 +30,7 @@ from latent_store import Chat, Document, LatentStore, Message, NotFound, SearchH
 from .assistant import Answer, Assistant, AssistantConfig, AssistantError, Citation, Scope, place
 from .export import chat_markdown
 from .indexer import IndexerConfig, Progress
-from .ingest import IngestLimits, read_pages
+from .ingest import IngestError, IngestLimits, read_pages
 from .services import IndexingService, Models, ServiceError, load_models, open_store, path_under
 from .settings import Settings
 from .watcher import normalize
@@ -248,14 +248,18 @@ class Runtime:
             return None
         return doc, segs[0]
 
-    def document_text(self, doc: Document) -> str | None:
-        """A text document's text as the index cut it (segment offsets point into it); None for PDFs and
+    def document_text(self, doc: Document, page: int | None = None) -> str | None:
+        """A document's text as the index cut it (segment offsets point into it): the whole text, or of a
+        document with pages (slides, sheets, chapters, messages), the text of ``page``. None for PDFs and
         for anything ``document_file`` would not serve."""
         path = self._servable(doc)
         if path is None or doc.type == "pdf":
             return None
-        _, pages = read_pages(path, doc.type or "txt", IngestLimits())
-        return "".join(p.text for p in pages)
+        try:
+            _, pages = read_pages(path, doc.type or "txt", IngestLimits())
+            return "\n\n".join(p.text for p in pages if page is None or p.number in (None, page))
+        except IngestError:  # the file broke since it was indexed: the viewer shows the passage alone
+            return ""
 
     def describe_segment(self, segment_id: int) -> str:
         """'file.pdf, page 3' for a passage (what the chat says when the user asks to read it)."""
@@ -263,7 +267,7 @@ class Runtime:
         if not segs:
             return "a passage no longer in the library"
         doc = self._store.get_document(segs[0].document_id)
-        return place(doc.path if doc else "?", segs[0].page)
+        return place(doc.path if doc else "?", segs[0].page, segs[0].location)
 
     # ---------------------------------------------------------------- chats
     def chats(self) -> list[Chat]:

@@ -99,7 +99,8 @@ def export_store(store: LatentStore, directory: str | os.PathLike[str], ident: I
                 continue
             writer.add(ShardDocument(
                 doc.sha256, doc.path, doc.size or 0, doc.mtime, doc.type, doc.page_count,
-                [SegmentIn(s.ordinal, s.text, s.page, s.char_start, s.char_end, s.n_tokens, s.sha256) for s in segs],
+                [SegmentIn(s.ordinal, s.text, s.page, s.char_start, s.char_end, s.n_tokens, s.sha256, s.location)
+                 for s in segs],
                 {s.sha256: lat.as_input() for s, lat in zip(segs, lats) if lat is not None}))
             report.documents += 1
             report.segments += len(segs)

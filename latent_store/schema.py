@@ -171,10 +171,19 @@ def _v3(db: Database) -> None:
     db.execute("CREATE TABLE exclusions (path TEXT PRIMARY KEY, added_at REAL NOT NULL)")
 
 
+# --------------------------------------------------------------------------- v4
+def _v4(db: Database) -> None:
+    # A slide, a sheet's rows, a chapter or a section is where a reader finds a passage of an Office file,
+    # an e-book or a mailbox; a page number cannot say it. NULL (all older rows, and PDFs) means the page
+    # number says it all.
+    db.execute("ALTER TABLE segments ADD COLUMN location TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "documents, segments, latents, FTS5 over segment text, folders, chats", _v1),
     Migration(2, "messages.notes_json: what an answer could not read", _v2),
     Migration(3, "exclusions: files taken out of the library inside watched folders", _v3),
+    Migration(4, "segments.location: slide, sheet rows, chapter, section or message of a passage", _v4),
 )
 
 

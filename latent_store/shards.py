@@ -98,6 +98,7 @@ def _schema():
         ("n_tokens", pa.int32()), ("text", pa.large_string()), ("seg_sha256", pa.string()),
         ("latent_dtype", pa.string()), ("latent_n", pa.int32()), ("latent_dim", pa.int32()),
         ("latent", pa.large_binary()),
+        ("location", pa.string()),  # added after the first shards: a shard without it reads as None
     ])
 
 
@@ -139,7 +140,7 @@ class ShardWriter:
                                 ("ordinal", s.ordinal), ("page", s.page), ("char_start", s.char_start),
                                 ("char_end", s.char_end), ("n_tokens", s.n_tokens), ("text", s.text),
                                 ("seg_sha256", s.sha256), ("latent_dtype", lat.dtype), ("latent_n", lat.shape[0]),
-                                ("latent_dim", lat.shape[1]), ("latent", lat.payload)):
+                                ("latent_dim", lat.shape[1]), ("latent", lat.payload), ("location", s.location)):
                 r[name].append(value)
             self._bytes += len(lat.payload) + len(s.text)
         self._docs += 1
@@ -254,7 +255,8 @@ def _documents(rows: list[dict[str, Any]], header: ShardHeader, path: Path) -> I
             current = r["doc"]
             doc = ShardDocument(r["doc_sha256"], r["doc_path"], int(r["doc_size"]), r["doc_mtime"], r["doc_type"], r["page_count"], [])
         assert doc is not None
-        seg = SegmentIn(r["ordinal"], r["text"], r["page"], r["char_start"], r["char_end"], r["n_tokens"])
+        seg = SegmentIn(r["ordinal"], r["text"], r["page"], r["char_start"], r["char_end"], r["n_tokens"],
+                        location=r.get("location"))
         if seg.sha256 != r["seg_sha256"]:
             raise ShardError(f"{path}: segment {r['ordinal']} of {r['doc_path']} does not match its sha256")
         doc.segments.append(seg)

@@ -452,15 +452,17 @@ class LatentStore:
             for seg, seg_id in zip(segs, plan):
                 if seg_id is None:
                     cur = conn.execute(
-                        "INSERT INTO segments (document_id, ordinal, page, char_start, char_end, text, n_tokens, sha256)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (doc_id, seg.ordinal, seg.page, seg.char_start, seg.char_end, seg.text, seg.n_tokens, seg.sha256),
+                        "INSERT INTO segments (document_id, ordinal, page, char_start, char_end, text, n_tokens, sha256,"
+                        " location) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (doc_id, seg.ordinal, seg.page, seg.char_start, seg.char_end, seg.text, seg.n_tokens, seg.sha256,
+                         seg.location),
                     )
                     seg_id = int(cur.lastrowid)  # type: ignore[arg-type]
                 else:
                     conn.execute(
-                        "UPDATE segments SET ordinal = ?, page = ?, char_start = ?, char_end = ?, n_tokens = ? WHERE id = ?",
-                        (seg.ordinal, seg.page, seg.char_start, seg.char_end, seg.n_tokens, seg_id),
+                        "UPDATE segments SET ordinal = ?, page = ?, char_start = ?, char_end = ?, n_tokens = ?, location = ?"
+                        " WHERE id = ?",
+                        (seg.ordinal, seg.page, seg.char_start, seg.char_end, seg.n_tokens, seg.location, seg_id),
                     )
                 ids.append(seg_id)
 
@@ -649,7 +651,7 @@ class LatentStore:
             return []
         sql = f"""
             SELECT s.id, s.document_id, d.path, s.page, s.ordinal, -bm25(segments_fts),
-                   snippet(segments_fts, 0, ?, ?, '…', ?)
+                   snippet(segments_fts, 0, ?, ?, '…', ?), s.location
             FROM segments_fts
             JOIN segments s ON s.id = segments_fts.rowid
             JOIN documents d ON d.id = s.document_id

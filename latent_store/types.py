@@ -101,6 +101,7 @@ class SegmentIn:
     char_end: int | None = None
     n_tokens: int | None = None
     sha256: str = ""
+    location: str | None = None  # where a reader finds it beyond the page: "slide 4", "Sheet1 rows 20-40"
 
     def __post_init__(self) -> None:
         if not self.sha256:
@@ -150,6 +151,7 @@ class Segment:
     text: str
     n_tokens: int | None
     sha256: str
+    location: str | None = None  # "slide 4", "Sheet1 rows 20-40", "page 3, section Install"; None: the page says it
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ class SearchHit:
     ordinal: int
     score: float
     snippet: str
+    location: str | None = None
 
 
 @dataclass(frozen=True)

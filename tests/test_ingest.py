@@ -82,9 +82,12 @@ def test_decode_text_encodings_and_binary():
 
 def test_file_types():
     assert [file_type(n) for n in ["a.PDF", "b.md", "c.rst", "d.htm", "e.txt", "f.docx", "g"]] == [
-        "pdf", "md", "rst", "html", "txt", None, None]
-    assert [file_type(n) for n in ["a.py", "b.TS", "c.csv", "d.json", "e.yaml", "f.exe", "g.png"]] == [
-        "code", "code", "csv", "json", "code", None, None]
+        "pdf", "md", "rst", "html", "txt", "docx", None]
+    assert [file_type(n) for n in ["a.py", "b.TS", "c.csv", "d.json", "e.yaml", "f.exe", "g.PNG"]] == [
+        "code", "code", "csv", "json", "code", None, "image"]
+    assert [file_type(n) for n in ["a.pptx", "b.xlsx", "c.odt", "d.odp", "e.ods", "f.epub", "g.eml", "h.mbox",
+                                   "i.msg", "j.tiff", "k.doc"]] == [
+        "pptx", "xlsx", "odt", "odp", "ods", "epub", "eml", "mbox", "msg", "image", None]
 
 
 # ---------------------------------------------------------------- segmenting
@@ -178,8 +181,9 @@ def test_pdf_without_text_layer_says_scanned(tmp_path):
     with open(tmp_path / "scan.pdf", "wb") as f:
         w.write(f)
     with pytest.raises(IngestError) as e:
-        parse_document(tmp_path / "scan.pdf", COUNT)
+        parse_document(tmp_path / "scan.pdf", COUNT, limits=IngestLimits(ocr=False))
     assert e.value.status == "error" and "no text layer (scanned?)" in e.value.reason
+    assert "OCR is turned off" in e.value.reason  # with OCR on, tests/test_ocr.py
 
 
 def test_unreadable_empty_binary_oversized_and_page_capped(tmp_path, r_intro_pdf):

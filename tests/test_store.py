@@ -483,12 +483,12 @@ def test_migrates_an_empty_file(tmp_path: Path):
     path = tmp_path / "empty.sqlite"
     path.touch()  # v0: a zero-byte file
     with LatentStore(path) as s:
-        assert s.schema_version == len(MIGRATIONS) == 3
+        assert s.schema_version == len(MIGRATIONS) == 4
     with raw(path) as c:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
         assert {"documents", "segments", "latents", "segments_fts", "folders", "chats", "messages", "exclusions",
                 "schema_version"} <= tables
-        assert c.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,)]
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,), (4,)]
 
 
 def _add_language(db) -> None:

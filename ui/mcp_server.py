@@ -62,6 +62,7 @@ class Passage(BaseModel):
     segment_id: int
     score: float
     text: str
+    location: str | None = None  # "slide 4", "Sheet1 rows 20-40", "chapter 3: Install"; None where the page says it
 
 
 class DocumentInfo(BaseModel):
@@ -101,7 +102,8 @@ def build_server(runtime: Runtime) -> MCPServer:
         """Passages of the user's indexed documents that contain the query's words, best first."""
         hits = await anyio.to_thread.run_sync(lambda: runtime.search(query, limit=limit, scope=_scope(folders)))
         return [Passage(document=Path(h.path).name, path=h.path, page=h.page, document_id=h.document_id,
-                        segment_id=h.segment_id, score=round(h.score, 4), text=text) for h, text in hits]
+                        segment_id=h.segment_id, score=round(h.score, 4), text=text, location=h.location)
+                for h, text in hits]
 
     @server.tool()
     async def list_documents() -> list[DocumentInfo]:

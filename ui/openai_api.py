@@ -68,6 +68,7 @@ def citation_data(reply: Reply) -> list[dict]:
     out = []
     for c in reply.answer.citations:
         out.append({"number": c.number, "document": Path(c.path).name, "path": c.path, "page": c.page,
+                    "location": c.location, "where": c.where,
                     "document_id": c.document_id, "segment_id": c.segment_id, "url": document_url(c),
                     "view_url": view_url(c), "text": c.text})
     return out
@@ -79,7 +80,7 @@ def sources_text(citations: list[dict]) -> str:
         return ""
     lines = []
     for c in citations:
-        where = place(c["path"], c["page"])
+        where = c.get("where") or place(c["path"], c["page"])
         text = " ".join(c["text"].split())
         text = text if len(text) <= SOURCE_CHARS else text[: SOURCE_CHARS - 1].rstrip() + "…"
         lines.append(f"[{c['number']}] {where}: \"{text}\"")

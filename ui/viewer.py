@@ -98,7 +98,7 @@ def router(runtime: Runtime) -> APIRouter:
                        "<script type='module' src='/static/viewer.mjs'></script>")
             return _page(f"{name}, page {page}", header, body, scripts,
                          head="<link rel='stylesheet' href='/pdfjs/pdf_viewer.css'>")
-        text = runtime.document_text(doc) or ""
+        text = runtime.document_text(doc, seg.page) or ""
         span = locate(text, seg.text, seg.char_start, seg.char_end)
         if span is None:
             note, shown = "The passage is no longer in this file as it was indexed; it is shown above the text.", (
@@ -107,7 +107,8 @@ def router(runtime: Runtime) -> APIRouter:
             a, b = span
             note = "The cited passage is marked."
             shown = f"{html.escape(text[:a])}<mark id='passage'>{html.escape(text[a:b])}</mark>{html.escape(text[b:])}"
-        header = (f"<b>{html.escape(name)}</b> <a href='{raw}'>open the file</a><span id='status' "
+        where = f", {html.escape(seg.location)}" if seg.location else f", page {seg.page}" if seg.page else ""
+        header = (f"<b>{html.escape(name)}</b>{where} <a href='{raw}'>open the file</a><span id='status' "
                   f"data-highlight='{'whole' if span else 'none'}'>{note}</span>")
         return _page(name, header, f"<pre class='doc'>{shown}</pre>",
                      "<script type='module' src='/static/scroll.mjs'></script>")

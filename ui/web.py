@@ -28,7 +28,8 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from app.assistant import AssistantError, Citation, Scope, place, raw_notice
+from app.assistant import AssistantError, Citation, Scope, raw_notice
+from app.ocr import formats_note
 from app.runtime import Reply, Runtime, citation_from_row
 from app.services import ServiceError
 from latent_store import NotFound
@@ -68,7 +69,7 @@ def md_text(text: str) -> str:
 
 
 def where(c: Citation) -> str:
-    return place(c.path, c.page)
+    return c.where
 
 
 def citation_messages(cites: list[Citation]) -> list[dict]:
@@ -168,6 +169,7 @@ def scope_of(folders: list[str] | None) -> Scope | None:
 def answer_payload(reply: Reply) -> dict:
     a = reply.answer
     cite = lambda c: {"number": c.number, "document_id": c.document_id, "document": c.path, "page": c.page,  # noqa: E731
+                      "location": c.location, "where": c.where,
                       "segment_id": c.segment_id, "char_start": c.char_start, "char_end": c.char_end,
                       "text": c.text, "url": document_url(c), "view_url": view_url(c)}
     return {"done": True, "chat_id": reply.chat_id, "message_id": reply.message_id, "text": a.text, "found": a.found,
@@ -409,6 +411,7 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                                 expand = gr.Button("Read it too and answer again", elem_id="expand", scale=1)
             with gr.Tab("Library", id="library"):
                 status = gr.Markdown(runtime.status().line(), elem_id="status")
+                gr.Markdown(formats_note(), elem_id="formats")
                 with gr.Row():
                     folder = gr.Textbox(label="Folder to add", placeholder="/home/me/Documents", scale=4,
                                         elem_id="folder")
