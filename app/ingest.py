@@ -386,7 +386,7 @@ def _pdf_pages(path: Path, limits: IngestLimits, warnings: list[str]) -> tuple[i
                 if len(text) < ocr.MIN_TEXT_CHARS and why_not is None:  # a scanned page: only these get OCR
                     why_not = ocr.unavailable(limits.ocr_languages)
                     if why_not is None:
-                        reader_ocr = reader_ocr or ocr.PdfOcr(path, limits.ocr_languages)
+                        reader_ocr = reader_ocr or ocr.PdfOcr(path, limits.ocr_languages, n_pages)
                         text = reader_ocr.page(i) or text
                 yield Page(i + 1, text)
         finally:

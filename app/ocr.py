@@ -96,8 +96,8 @@ def read_image(image, languages: str) -> str:  # noqa: ANN001 - a PIL image
 class PdfOcr:
     """Renders and reads pages of one PDF on demand; one owner, closed by ``close()``."""
 
-    def __init__(self, path: Path, languages: str) -> None:
-        self.path, self.languages = path, languages
+    def __init__(self, path: Path, languages: str, total: int | None = None) -> None:
+        self.path, self.languages, self.total = path, languages, total
         self._pdf = None
         self.pages_read = 0
         self.seconds = 0.0
@@ -125,8 +125,9 @@ class PdfOcr:
             page.close()
         self.pages_read += 1
         self.seconds += time.perf_counter() - t0
-        log.info("OCR %s: page %d read in %.1f s (%d pages so far)", self.path.name, index + 1,
-                 time.perf_counter() - t0, self.pages_read)
+        # the progress of a long scan, where the indexer's progress line shows only the document
+        log.info("OCR %s: page %d%s read in %.1f s (%d page(s) by OCR so far)", self.path.name, index + 1,
+                 f" of {self.total}" if self.total else "", time.perf_counter() - t0, self.pages_read)
         return text
 
     def close(self) -> None:

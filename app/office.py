@@ -121,7 +121,6 @@ def docx_pages(path: Path, limits: IngestLimits) -> list[Page]:
 
     try:
         document = docx.Document(str(path))
-        body = document.element.body
         # Only Word's record of where it laid out each page: an explicit page break alone (LibreOffice's
         # export) would number a 60-page chapter "page 2".
         breaks = ".//w:lastRenderedPageBreak"

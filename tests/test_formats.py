@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from app.assistant import place
 from app.cli import main
 from app.ingest import IngestLimits, parse_document
 from latent_store import LatentStore
-from samples import require_samples
+from samples import folder_of, require_samples
 
 SECTION_PERSISTENCE = "section 10. Customizing run time behaviours 「530」 > 10.3 Persistence 「558」"
 
@@ -74,12 +73,8 @@ def cli(ckpt: Path, data: Path, *args: str) -> int:
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, tiny_checkpoint):
-    files = require_samples(*FILES)
     root = tmp_path_factory.mktemp("formats")
-    docs = root / "documents"
-    docs.mkdir()
-    for name, src in files.items():
-        shutil.copy(src, docs / name)
+    docs = folder_of(root / "documents", *FILES)
     assert cli(tiny_checkpoint, root / "data", "index", str(docs)) == 0
     return root, docs
 

@@ -9,6 +9,7 @@ import io
 import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,6 +43,56 @@ def nested_pdf(dest, depth: int = 20000):
     buf = io.BytesIO()
     w.write(buf)
     dest.write_bytes(buf.getvalue().replace(b"/PLACEHOLDER", b"[" * depth + b"]" * depth))
+    return dest
+
+
+def zip_bomb(dest, inner: str, mb: int = 64):
+    """A zip named like an Office file or e-book whose one member inflates ~1000x (zeros)."""
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr(inner, b"\0" * (mb << 20))
+    return dest
+
+
+def office_samples(folder) -> dict[str, bytes]:
+    """Small, valid files of each zip format, written by the libraries that read them (fuzz seeds)."""
+    import docx
+    import openpyxl
+    import pptx
+    from odf.opendocument import OpenDocumentText
+    from odf.text import P
+
+    d = docx.Document()
+    d.add_heading("Install", 1)
+    d.add_paragraph("Run the installer, then restart.")
+    d.save(folder / "seed.docx")
+    wb = openpyxl.Workbook()
+    wb.active.append(["Name", "Age"])
+    wb.active.append(["Ann", 31])
+    wb.save(folder / "seed.xlsx")
+    deck = pptx.Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[1])
+    slide.shapes.title.text = "Budget"
+    slide.placeholders[1].text = "Travel is cut by a third."
+    deck.save(folder / "seed.pptx")
+    odt = OpenDocumentText()
+    odt.text.addElement(P(text="The vault opens at nine."))
+    odt.save(str(folder / "seed.odt"))
+    with zipfile.ZipFile(folder / "seed.epub", "w") as z:
+        z.writestr("mimetype", "application/epub+zip")
+        z.writestr("META-INF/container.xml", '<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+                   '<rootfiles><rootfile full-path="c.opf"/></rootfiles></container>')
+        z.writestr("c.opf", '<package xmlns="http://www.idpf.org/2007/opf"><manifest><item id="a" href="a.xhtml"/>'
+                   '</manifest><spine><itemref idref="a"/></spine></package>')
+        z.writestr("a.xhtml", "<html><body><h1>One</h1><p>The ferry leaves at noon.</p></body></html>")
+    return {p.suffix: p.read_bytes() for p in folder.glob("seed.*")}
+
+
+def mailbox_file(dest, messages: int):
+    with open(dest, "w") as f:
+        for i in range(messages):
+            f.write(f"From sender{i}@example.org Mon Jan  1 00:00:00 2024\nFrom: sender{i}@example.org\n"
+                    f"Subject: note {i}\n\nMessage number {i} of the mailbox.\n\n")
     return dest
 
 
@@ -84,6 +135,16 @@ def hostile(tmp_path_factory, r_intro_pdf):
     os.symlink(d / "loop", d / "loop" / "again")  # a symlink loop
     os.symlink(d / "good.txt", d / "link-to-good.txt")  # symlinks are not followed: no duplicate
     os.mkfifo(d / "pipe.txt")  # opening it for reading would block forever
+    zip_bomb(d / "bomb.docx", "word/document.xml")
+    zip_bomb(d / "bomb.epub", "OEBPS/chapter.xhtml")
+    (d / "encrypted.docx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + os.urandom(4096))  # what Office writes
+    seeds = office_samples(root)
+    (d / "truncated.pptx").write_bytes(seeds[".pptx"][: len(seeds[".pptx"]) // 2])
+    (d / "not-a-sheet.xlsx").write_text("Name,Age\nAnn,31\n")
+    (d / "good.docx").write_bytes(seeds[".docx"])
+    mailbox_file(d / "huge-mailbox.mbox", 2100)
+    mailbox_file(d / "big-mailbox.mbox", 1500)
+    (d / "broken.msg").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600)
 
     comp = data.FakeCompressor()
     limits = IngestLimits(max_file_mb=1, max_pages=2000)
@@ -103,6 +164,13 @@ def hostile(tmp_path_factory, r_intro_pdf):
     ("binary.txt", "error", "binary content"),
     ("empty.txt", "skipped", "empty file"),
     ("huge.txt", "skipped", "over the 1 MB limit"),
+    ("bomb.docx", "skipped", "inflates 1,0"),
+    ("bomb.epub", "skipped", "(zip bomb?)"),
+    ("encrypted.docx", "error", "password-protected (encrypted) .docx"),
+    ("truncated.pptx", "error", "not a valid .pptx (corrupted zip"),
+    ("not-a-sheet.xlsx", "error", "not a valid .xlsx (corrupted zip"),
+    ("huge-mailbox.mbox", "skipped", "mailbox has 2,100 messages, over the 2000-message limit"),
+    ("broken.msg", "error", "unreadable .msg"),
 ])
 def test_a_bad_file_is_a_row_with_its_reason(hostile, name, status, reason):
     doc = hostile[name]
@@ -110,7 +178,7 @@ def test_a_bad_file_is_a_row_with_its_reason(hostile, name, status, reason):
 
 
 @pytest.mark.parametrize("name", ["good.txt", "with spaces and ünïcödé — notes.md", "new\nline.txt", "latin1.txt",
-                                  "thousand-pages.pdf"])
+                                  "thousand-pages.pdf", "good.docx", "big-mailbox.mbox"])
 def test_the_good_and_the_odd_are_indexed(hostile, name):
     doc = hostile[name]
     assert doc.status == "indexed" and doc.n_segments > 0, (doc.status, doc.error)
@@ -215,6 +283,16 @@ def test_a_long_text_file_is_not_a_giant_page(tmp_path):
 
 
 # ------------------------------------------------------------------ fuzz
+def parses_or_gives_a_reason(path) -> None:
+    """Text in non-empty segments, or an IngestError with a status and a reason: never anything else."""
+    try:
+        doc = parse_document(path, count, limits=IngestLimits(ocr=False))
+    except IngestError as e:
+        assert e.reason and e.status in ("error", "skipped")
+    else:
+        assert all(s.text.strip() for s in doc.segments)
+
+
 SEEDS = [b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", b"plain text\n",
          b"<html><body><p>x</p></body></html>"]
 
@@ -224,12 +302,45 @@ SEEDS = [b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n", b"%PDF-1.7\n
 def test_any_bytes_parse_or_fail_with_a_reason(tmp_path, seed, tail, suffix):
     path = tmp_path / f"fuzz{suffix}"
     path.write_bytes(seed + tail)
-    try:
-        doc = parse_document(path, count)
-    except IngestError as e:
-        assert e.reason and e.status in ("error", "skipped")
-    else:
-        assert all(s.text.strip() for s in doc.segments)
+    parses_or_gives_a_reason(path)
+
+
+@pytest.fixture(scope="module")
+def office_seeds(tmp_path_factory):
+    return office_samples(tmp_path_factory.mktemp("seeds"))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(suffix=st.sampled_from([".docx", ".xlsx", ".pptx", ".odt", ".epub"]), seed=st.integers(0, 2**32 - 1),
+       flips=st.integers(1, 40), cut=st.floats(0.05, 1.0))
+def test_damaged_office_files_parse_or_fail_with_a_reason(tmp_path, office_seeds, suffix, seed, flips, cut):
+    """Valid files of each zip format with bytes flipped and their tails cut: a row with its reason, or text."""
+    import random
+
+    raw = bytearray(office_seeds[suffix])
+    rng = random.Random(seed)
+    for _ in range(flips):
+        raw[rng.randrange(len(raw))] ^= rng.randrange(1, 256)
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(bytes(raw[: max(1, int(len(raw) * cut))]))
+    parses_or_gives_a_reason(path)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(suffix=st.sampled_from([".eml", ".mbox", ".msg"]), body=st.binary(max_size=4096))
+def test_any_bytes_as_mail_parse_or_fail_with_a_reason(tmp_path, suffix, body):
+    head = {".eml": b"From: a@b.c\nSubject: x\n\n", ".mbox": b"From a@b.c Mon Jan  1 00:00:00 2024\nSubject: x\n\n",
+            ".msg": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"}[suffix]
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(head + body)
+    parses_or_gives_a_reason(path)
+
+
+def test_an_office_file_over_the_unpacked_limit_is_skipped(tmp_path, office_seeds):
+    (tmp_path / "a.xlsx").write_bytes(office_seeds[".xlsx"])
+    with pytest.raises(IngestError) as e:
+        parse_document(tmp_path / "a.xlsx", count, limits=IngestLimits(max_unzipped_mb=0.001))
+    assert e.value.status == "skipped" and "over the 0.001 MB limit (zip bomb?)" in e.value.reason
 
 
 def test_an_unreadable_file_is_an_error_row_with_the_reason(tmp_path, monkeypatch):

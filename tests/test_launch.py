@@ -138,19 +138,50 @@ def test_defaults(tmp_path):
     opts = launch.parse_args([], root=tmp_path)
     assert opts.venv == tmp_path / ".venv"
     assert (opts.host, opts.port, opts.extras, opts.folders, opts.passthrough) == ("127.0.0.1", 7860, [], [], [])
-    assert not (opts.setup_only or opts.open_browser or opts.reinstall)
+    assert not (opts.setup_only or opts.open_browser or opts.reinstall or opts.ocr)
     assert opts.data_dir is None
 
 
 def test_all_options(tmp_path):
     opts = launch.parse_args(
         ["--venv", "/v", "--extras", "test, bench,test", "--setup-only", "--data-dir", "/d", "--port", "8080",
-         "--host", "0.0.0.0", "--folder", "/a", "--folder", "/b", "--open", "--reinstall"], root=tmp_path)
+         "--host", "0.0.0.0", "--folder", "/a", "--folder", "/b", "--open", "--reinstall", "--ocr"], root=tmp_path)
     assert opts.venv == Path("/v") and opts.data_dir == Path("/d")
     assert opts.extras == ["test", "bench"]
     assert opts.folders == [Path("/a"), Path("/b")]
     assert (opts.host, opts.port) == ("0.0.0.0", 8080)
-    assert opts.setup_only and opts.open_browser and opts.reinstall
+    assert opts.setup_only and opts.open_browser and opts.reinstall and opts.ocr
+
+
+# --- Tesseract (OCR) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("system, tools, root, first", [
+    ("Linux", ["apt-get", "sudo"], True, ["apt-get", "install", "-y"]),
+    ("Linux", ["apt-get", "sudo"], False, ["sudo", "-n", "apt-get", "install"]),  # never a password prompt
+    ("Darwin", ["brew"], False, ["brew", "install", "tesseract"]),
+    ("Windows", ["winget"], False, ["winget", "install", "-e", "--id", "UB-Mannheim.TesseractOCR"]),
+])
+def test_tesseract_is_installed_by_the_platforms_package_manager(system, tools, root, first):
+    cmd = launch.tesseract_install(system, tools, root)
+    assert cmd[: len(first)] == first
+    if system == "Linux":
+        assert cmd[-2:] == ["tesseract-ocr", "tesseract-ocr-eng"]
+
+
+@pytest.mark.parametrize("system, tools, root", [("Linux", ["apt-get"], False), ("Linux", ["dnf"], True),
+                                                 ("Darwin", [], False), ("Windows", [], True)])
+def test_without_a_package_manager_we_can_use_tesseract_is_only_reported(system, tools, root):
+    assert launch.tesseract_install(system, tools, root) is None
+    assert "tesseract" in launch.tesseract_hint(system).lower()
+
+
+def test_a_missing_tesseract_is_reported_with_the_command_and_the_setup_goes_on(monkeypatch, capsys):
+    monkeypatch.setattr(launch.shutil, "which", lambda name: None)
+    launch.check_ocr(install=False)
+    out = capsys.readouterr()
+    said = out.out + out.err
+    assert "Tesseract OCR is not installed" in said and "re-run with --ocr" in said
 
 
 @pytest.mark.parametrize("argv", [["--port", "0"], ["--port", "70000"], ["--port", "x"], ["--extras", "a b"],

@@ -6,6 +6,7 @@ new answer. The screenshot of the finished chat is kept in
 ``test-artifacts/ui-chat.png``.
 """
 
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -217,3 +218,85 @@ def test_a_citation_opens_the_viewer_with_its_passage_marked(app, page, r_intro_
 
     # only passages of indexed documents: anything else is a 404
     assert page.goto(served.url.rstrip("/") + f"/view/{t['document_id']}?segment={c['segment_id']}").status == 404
+
+
+# file in a folder of the library -> (question, how its citations name their place: the viewer's header too).
+# Which passage comes first moves with the tiny random model's attention; the kind of place does not.
+FORMAT_QUESTIONS = {
+    "example.pptx": ("Which row of the table says Hello?", r"example\.pptx, slide \d+"),
+    "deaths.xlsx": ("What was David Bowie's profession?", r"deaths\.xlsx, \w+ rows? \d+(-\d+)?"),
+    "countrystatistics.ods": ("What is the HDI of Iceland?", r"countrystatistics\.ods, \w+ rows? \d+(-\d+)?"),
+    "cols.odp": ("What does Col 3 say?", r"cols\.odp, slide 1"),
+    "live-manual.en.docx": ("What performs the keyboard configuration?", r"live-manual\.en\.docx, section .+"),
+    "live-manual.en.epub": ("What performs the keyboard configuration?", r"live-manual\.en\.epub, chapter \d+: .+"),
+    "api-for-odfpy.odt": ("Which elements occur in presentation.AnimationGroup?",
+                          r"api-for-odfpy\.odt, page \d+(, section .+)?"),
+    "test.mbox": ("Is the Google data archive ready?", r"test\.mbox, message \d+: .+"),
+    "sample-nonspam.eml": ("Who sent the TBTF ping?", r"sample-nonspam\.eml"),
+    "other.msg": ("What error did the other server return?", r"other\.msg"),
+    "scan.pdf": ("What is there a large collection of?", r"scan\.pdf, page 1"),
+}
+
+
+def test_every_format_is_indexed_and_each_kind_of_citation_opens_at_its_place(app, page, r_intro_pdf):
+    """A folder of real Office files, an e-book, mail, a scanned PDF and a zip bomb, added in the Library tab:
+    each is indexed or shows its reason; a citation of each kind opens in the viewer, its place in the header."""
+    import zipfile
+
+    import pypdfium2
+    from gradio_client import Client
+    from playwright.sync_api import expect
+
+    from samples import require_samples
+
+    data.require(data.ensure_tesseract())
+    data.require(data.ensure_pdfjs())
+    files = require_samples(*[n for n in FORMAT_QUESTIONS if n != "scan.pdf"])
+    served, root = app
+    docs = (root / "formats").resolve()
+    for name in FORMAT_QUESTIONS:  # one folder a file, so that a question can be asked over one file
+        (docs / name).mkdir(parents=True)
+        if name in files:
+            (docs / name / name).write_bytes(files[name].read_bytes())
+    pdf = pypdfium2.PdfDocument(str(r_intro_pdf))
+    pdf[20].render(scale=200 / 72, grayscale=True).to_pil().copy().save(docs / "scan.pdf" / "scan.pdf", "PDF")
+    pdf.close()
+    with zipfile.ZipFile(docs / "bomb.docx", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("word/document.xml", b"\0" * (64 << 20))
+
+    page.goto(served.url)
+    page.get_by_role("tab", name="Library").click()
+    expect(page.locator("#formats")).to_contain_text("Scanned PDF pages and images are read by OCR (Tesseract")
+    page.locator("#folder textarea").fill(str(docs))
+    page.locator("#add-folder").click()
+    expect(page.locator("#library-msg")).to_contain_text("added", timeout=20_000)
+    client = Client(served.url, verbose=False)
+    data.wait_for(lambda: not client.predict(api_name="/library")["indexing"] and all(
+        d["status"] in ("indexed", "error", "skipped") for d in client.predict(api_name="/library")["documents"]
+        if d["document"].startswith(str(docs))), timeout=300, interval=1, what="the formats folder indexed")
+    rows = {Path(d["document"]).name: d for d in client.predict(api_name="/library")["documents"]}
+    assert {n: rows[n]["status"] for n in FORMAT_QUESTIONS} == dict.fromkeys(FORMAT_QUESTIONS, "indexed")
+    assert rows["bomb.docx"]["status"] == "skipped" and "zip bomb" in rows["bomb.docx"]["reason"]
+    # the table's search box finds each file with its status (the grid shows only the rows in view)
+    table, search = page.locator("#documents"), page.locator("#documents input").first
+    for name, status in [*((n, "indexed") for n in FORMAT_QUESTIONS), ("bomb.docx", "zip bomb")]:
+        search.fill(name)
+        row = table.locator("[role=row]", has_text=name).first
+        expect(row).to_contain_text(status, timeout=20_000)
+    search.fill("")
+
+    for name, (question, where) in FORMAT_QUESTIONS.items():
+        final = list(client.submit(question, 0, [str(docs / name)], api_name="/ask"))[-1]
+        assert final["citations"], (name, final)
+        c = final["citations"][0]
+        assert re.fullmatch(where, c["where"]), (name, c["where"])
+        page.goto(served.url.rstrip("/") + c["view_url"])
+        expect(page.locator("header")).to_contain_text(c["where"], timeout=20_000)
+        if name != "scan.pdf":  # a scan's page has no text layer for PDF.js to mark
+            expect(page.locator("body")).to_have_attribute("data-highlight", "whole", timeout=20_000)
+
+    # in the chat: the citation names the slide
+    page.goto(served.url)
+    page.locator("#question textarea").fill("Which rows say Salut and Hello, blah blah?")
+    page.locator("#ask").click()
+    expect(page.locator("#chatbot")).to_contain_text("example.pptx, slide 1", timeout=60_000)

@@ -421,7 +421,8 @@ def build_blocks(runtime: Runtime) -> gr.Blocks:
                     remove = gr.Button("Remove folder", scale=1)
                 library_msg = gr.Markdown("", elem_id="library-msg")
                 docs = gr.Dataframe(documents_rows(runtime), headers=DOC_HEADERS, datatype=DOC_TYPES,
-                                    interactive=False, elem_id="documents", wrap=True, max_height=480)
+                                    interactive=False, elem_id="documents", wrap=True, max_height=480,
+                                    show_search="search")  # a library of thousands: find a file by name
                 with gr.Row():
                     reindex_id = gr.Number(label="Document id (first column; empty: all, to re-index)", precision=0,
                                            elem_id="doc-id")
