@@ -411,10 +411,9 @@ def read_pages(path: str | os.PathLike[str], doc_type: str, limits: IngestLimits
 
         return image_pages(p, limits)
     if doc_type in ("docx", "odt", "pptx", "odp", "xlsx", "ods", "epub", "eml", "mbox", "msg"):
-        from .mail import READERS as MAIL
-        from .office import READERS as OFFICE
+        from . import epub, mail, office, sheets
 
-        read = {**OFFICE, **MAIL}[doc_type]
+        read = {**office.READERS, **sheets.READERS, **mail.READERS, "epub": epub.epub_pages}[doc_type]
         pages = read(p, limits)
         numbered = [pg.number for pg in pages if pg.number is not None]
         return (max(numbered) if numbered else None), iter(pages)

@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from .ingest import IngestError, IngestLimits, Page, clean_text, decode_text, file_type, html_to_text
-from .office import _PageText
+from .office import PageBuilder
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _body(msg: EmailMessage) -> str:
 
 def _message_page(headers: dict[str, str], body: str, attachments: list[tuple[str, bytes]], limits: IngestLimits,
                   number: int | None, label: str | None) -> Page:
-    page = _PageText()
+    page = PageBuilder()
     page.add("\n".join(f"{k}: {' '.join(v.split())}" for k, v in headers.items() if v))
     page.add(clean_text(body))
     for name, data in attachments:

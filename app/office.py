@@ -1,16 +1,13 @@
-"""Office documents and e-books as pages of text with a location a person can follow.
+"""Word and PowerPoint documents (and their OpenDocument kin) as pages of text with a location a person
+can follow, and what every zip-based format shares (app.sheets, app.epub use it).
 
 Each reader returns :class:`app.ingest.Page` objects, so these formats are cut
 into segments exactly as PDFs and text are, and each segment's citation names
-where it is: "page 3, section Install" (.docx/.odt), "slide 4" (.pptx/.odp),
-"Sheet1 rows 20-40" (.xlsx/.ods), "chapter 3: Installation" (.epub).
+where it is: "page 3, section Install" (.docx/.odt), "slide 4" (.pptx/.odp).
 
-Libraries, each the reference reader of its format and kept up: python-docx,
-python-pptx and openpyxl (MIT) for Office Open XML; odfpy (Apache-2.0, the
-OpenDocument reader) for .odt/.odp/.ods. EPUB has no well-kept reader under a
-licence we can ship (EbookLib is AGPL), and it is a zip with an XML manifest:
-the reading order comes from its package file, parsed with defusedxml, and
-each chapter's text from our HTML reader.
+Libraries, each the reference reader of its format and kept up: python-docx and
+python-pptx (MIT) for Office Open XML; odfpy (Apache-2.0, the OpenDocument
+reader) for .odt/.odp.
 
 Every one of these files is a zip, so :func:`check_zip` runs first: a zip bomb
 (a member that inflates hundreds of times, or more text than any document
@@ -22,13 +19,12 @@ from __future__ import annotations
 
 import io
 import logging
-import posixpath
 import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .ingest import IngestError, IngestLimits, Page, clean_text, html_to_text, decode_html
+from .ingest import IngestError, IngestLimits, Page, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +58,12 @@ def check_zip(path: Path, limits: IngestLimits, kind: str) -> None:
                           "(zip bomb?): not read", "skipped")
 
 
-def _library_error(kind: str, e: Exception) -> IngestError:
+def library_error(kind: str, e: Exception) -> IngestError:
     return IngestError(f"unreadable {kind} ({type(e).__name__}: {e})")
 
 
 # ----------------------------------------------------------------- builder
-class _PageText:
+class PageBuilder:
     """Text of one page being built, with where each section or row starts."""
 
     def __init__(self) -> None:
@@ -89,7 +85,7 @@ class _PageText:
         return Page(number, "".join(self.parts).rstrip(), label, tuple(self.marks), rows)
 
 
-def _block(text: str) -> str:
+def block_text(text: str) -> str:
     """One paragraph or cell, cleaned on its own: marks point at block starts, which cleaning keeps."""
     return clean_text(text).replace("\n\n", "\n")
 
@@ -125,13 +121,13 @@ def docx_pages(path: Path, limits: IngestLimits) -> list[Page]:
         # export) would number a 60-page chapter "page 2".
         breaks = ".//w:lastRenderedPageBreak"
         pages: list[Page] = []
-        page, number, heads = _PageText(), 1, []
+        page, number, heads = PageBuilder(), 1, []
         for block in document.iter_inner_content():
             if isinstance(block, Table):
-                text = "\n".join(" | ".join(_block(c.text) for c in row.cells) for row in block.rows)
+                text = "\n".join(" | ".join(block_text(c.text) for c in row.cells) for row in block.rows)
                 n_breaks = len(block._tbl.xpath(breaks))
             else:
-                text, level = _block(block.text), _docx_level(block)
+                text, level = block_text(block.text), _docx_level(block)
                 n_breaks = len(block._p.xpath(breaks))
                 if level is not None and text:
                     heads = _heading_path(heads, level, text.splitlines()[0])
@@ -140,14 +136,14 @@ def docx_pages(path: Path, limits: IngestLimits) -> list[Page]:
             if n_breaks:  # the block starts on this page; what follows it is on the next
                 pages.append(page.page(number, f"page {number}"))
                 number += n_breaks
-                page = _PageText()
+                page = PageBuilder()
                 if heads:
                     page.mark(_section(heads))
         pages.append(page.page(number, f"page {number}"))
     except IngestError:
         raise
     except Exception as e:  # noqa: BLE001 - python-docx raises anything from lxml to KeyError on a bad file
-        raise _library_error(".docx", e) from e
+        raise library_error(".docx", e) from e
     if number == 1:  # no page breaks recorded: one document with sections, no page numbers to claim
         return [Page(None, pages[0].text, None, pages[0].marks)]
     return [p for p in pages if p.text]
@@ -164,98 +160,37 @@ def pptx_pages(path: Path, limits: IngestLimits) -> list[Page]:
             for s in shape.shapes:
                 yield from shape_text(s)
         if getattr(shape, "has_text_frame", False) and shape.has_text_frame:
-            yield _block(shape.text_frame.text)
+            yield block_text(shape.text_frame.text)
         if getattr(shape, "has_table", False) and shape.has_table:
-            yield "\n".join(" | ".join(_block(c.text) for c in row.cells) for row in shape.table.rows)
+            yield "\n".join(" | ".join(block_text(c.text) for c in row.cells) for row in shape.table.rows)
 
     try:
         deck = pptx.Presentation(str(path))
         out = []
         for n, slide in enumerate(deck.slides, 1):
-            page = _PageText()
+            page = PageBuilder()
             title = slide.shapes.title
             if title is not None and title.has_text_frame:
-                page.add(_block(title.text_frame.text))
+                page.add(block_text(title.text_frame.text))
             for shape in slide.shapes:
                 if title is not None and shape.shape_id == title.shape_id:
                     continue
                 for text in shape_text(shape):
                     page.add(text)
             if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
-                notes = _block(slide.notes_slide.notes_text_frame.text)
+                notes = block_text(slide.notes_slide.notes_text_frame.text)
                 if notes:
                     page.add("Notes: " + notes)
             out.append(page.page(n, f"slide {n}"))
         return out
     except Exception as e:  # noqa: BLE001
-        raise _library_error(".pptx", e) from e
+        raise library_error(".pptx", e) from e
 
 
 # ----------------------------------------------------------------- sheets
-def _cell(v: object) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return " ".join(str(v).split())
 
 
-class _Sheet:
-    """A sheet as lines a reader can follow. When the first row is a header (all text), each later row
-    reads 'Name: Ann; Age: 31', so any rows a segment holds still say what their numbers are."""
-
-    def __init__(self, limits: IngestLimits, name: str) -> None:
-        self.page, self.header, self.limits, self.name = _PageText(), None, limits, name
-
-    def row(self, number: int, values: list[str]) -> None:
-        while values and not values[-1]:
-            values.pop()
-        if not any(values):
-            return
-        if self.header is None and self.page.size == 0:
-            if all(v and not re.fullmatch(r"[-+\d.,%]+", v) for v in values) and len(values) > 1:
-                self.header = values
-        if self.header is not None and values is not self.header:
-            line = "; ".join(f"{h}: {v}" if h else v for h, v in zip(self.header + [""] * len(values), values) if v)
-        else:
-            line = " | ".join(values)
-        self.page.mark(str(number))
-        self.page.parts.append(line + "\n")
-        self.page.size += len(line) + 1
-        if self.page.size > self.limits.max_page_chars:
-            raise IngestError(f"sheet {self.name!r} has over {self.limits.max_page_chars:,} characters of cells, "
-                              "over the page limit (--max-page-chars)", "skipped")
-
-
-def xlsx_pages(path: Path, limits: IngestLimits) -> list[Page]:
-    """One page per sheet (streamed row by row: openpyxl's read-only mode never holds a sheet), the
-    values as last computed, with the row numbers of each segment."""
-    check_zip(path, limits, ".xlsx")
-    import openpyxl
-
-    try:
-        book = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise _library_error(".xlsx", e) from e
-    try:
-        out = []
-        for n, ws in enumerate(book.worksheets, 1):
-            sheet = _Sheet(limits, ws.title)
-            if hasattr(ws, "iter_rows"):  # a chart sheet has no cells
-                for r, row in enumerate(ws.iter_rows(values_only=True), 1):
-                    sheet.row(r, [_block(_cell(v)) for v in row[:1000]])
-            out.append(sheet.page.page(n, ws.title, rows=True))
-        return out
-    except IngestError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise _library_error(".xlsx", e) from e
-    finally:
-        book.close()
-
-
-# ----------------------------------------------------------------- OpenDocument
-def _odf_load(path: Path, limits: IngestLimits, kind: str):  # noqa: ANN202 - an odfpy document
+def odf_load(path: Path, limits: IngestLimits, kind: str):  # noqa: ANN202 - an odfpy document
     check_zip(path, limits, kind)
     from odf.opendocument import load
 
@@ -265,9 +200,9 @@ def _odf_load(path: Path, limits: IngestLimits, kind: str):  # noqa: ANN202 - an
         try:
             return load(_without_missing(path))
         except Exception as e:  # noqa: BLE001
-            raise _library_error(kind, e) from e
+            raise library_error(kind, e) from e
     except Exception as e:  # noqa: BLE001
-        raise _library_error(kind, e) from e
+        raise library_error(kind, e) from e
 
 
 def _without_missing(path: Path) -> io.BytesIO:
@@ -289,14 +224,14 @@ def _without_missing(path: Path) -> io.BytesIO:
     return out
 
 
-def _odf_text(node) -> str:  # noqa: ANN001 - odfpy Element
+def odf_text(node) -> str:  # noqa: ANN001 - odfpy Element
     """Text of an element with ODF's spaces, tabs and line breaks (teletype's rules)."""
     from odf import teletype
 
     return teletype.extractText(node)
 
 
-def _qname(node) -> str:  # noqa: ANN001
+def odf_name(node) -> str:  # noqa: ANN001
     return getattr(node, "qname", ("", ""))[1]
 
 
@@ -305,25 +240,25 @@ def odt_pages(path: Path, limits: IngestLimits) -> list[Page]:
     recorded its page breaks (``soft-page-break``, written by LibreOffice on save), else sections only."""
     from odf import text as odftext
 
-    doc = _odf_load(path, limits, ".odt")
+    doc = odf_load(path, limits, ".odt")
     pages: list[Page] = []
-    state = {"page": _PageText(), "number": 1, "heads": [], "breaks": 0}
+    state = {"page": PageBuilder(), "number": 1, "heads": [], "breaks": 0}
 
     def new_page() -> None:
         pages.append(state["page"].page(state["number"], f"page {state['number']}"))
         state["number"] += 1
-        state["page"] = _PageText()
+        state["page"] = PageBuilder()
         if state["heads"]:
             state["page"].mark(_section(state["heads"]))
 
     def walk(node) -> None:  # noqa: ANN001
         for child in node.childNodes:
-            name = _qname(child)
+            name = odf_name(child)
             if name == "soft-page-break":
                 state["breaks"] += 1
                 new_page()
             elif name in ("h", "p"):
-                text = _block(_odf_text(child))
+                text = block_text(odf_text(child))
                 if name == "h" and text:
                     level = int(child.getAttribute("outlinelevel") or 1)
                     state["heads"] = _heading_path(state["heads"], level, text.splitlines()[0])
@@ -333,7 +268,7 @@ def odt_pages(path: Path, limits: IngestLimits) -> list[Page]:
                     state["breaks"] += 1
                     new_page()
             elif name == "table-row":
-                cells = [_block(_odf_text(c)) for c in child.childNodes if _qname(c) in ("table-cell", "covered-table-cell")]
+                cells = [block_text(odf_text(c)) for c in child.childNodes if odf_name(c) in ("table-cell", "covered-table-cell")]
                 state["page"].add(" | ".join(cells))
             elif getattr(child, "childNodes", None):
                 walk(child)
@@ -341,7 +276,7 @@ def odt_pages(path: Path, limits: IngestLimits) -> list[Page]:
     try:
         walk(doc.body)
     except Exception as e:  # noqa: BLE001
-        raise _library_error(".odt", e) from e
+        raise library_error(".odt", e) from e
     last = state["page"].page(state["number"], f"page {state['number']}")
     if not state["breaks"]:
         return [Page(None, last.text, None, last.marks)]
@@ -352,145 +287,25 @@ def odp_pages(path: Path, limits: IngestLimits) -> list[Page]:
     """One page per slide (draw:page), its text boxes and notes in order."""
     from odf import draw
 
-    doc = _odf_load(path, limits, ".odp")
+    doc = odf_load(path, limits, ".odp")
     try:
         out = []
         for n, slide in enumerate(doc.presentation.getElementsByType(draw.Page), 1):
-            page = _PageText()
+            page = PageBuilder()
             for node in _paragraphs(slide):
-                page.add(_block(_odf_text(node)))
+                page.add(block_text(odf_text(node)))
             out.append(page.page(n, f"slide {n}"))
         return out
     except Exception as e:  # noqa: BLE001
-        raise _library_error(".odp", e) from e
+        raise library_error(".odp", e) from e
 
 
 def _paragraphs(node) -> Iterator:  # noqa: ANN001
     for child in node.childNodes:
-        if _qname(child) in ("p", "h"):
+        if odf_name(child) in ("p", "h"):
             yield child
         elif getattr(child, "childNodes", None):
             yield from _paragraphs(child)
 
 
-def ods_pages(path: Path, limits: IngestLimits) -> list[Page]:
-    """One page per sheet with row numbers. ODF stores a run of equal rows or cells once with a repeat
-    count (an empty sheet is one row repeated a million times), so repeats advance the row number
-    but an empty one is never expanded."""
-    from odf import table
-
-    doc = _odf_load(path, limits, ".ods")
-    try:
-        out = []
-        for n, t in enumerate(doc.spreadsheet.getElementsByType(table.Table), 1):
-            name = t.getAttribute("name") or f"Sheet{n}"
-            sheet, r = _Sheet(limits, name), 0
-            for row in t.getElementsByType(table.TableRow):
-                repeat = int(row.getAttribute("numberrowsrepeated") or 1)
-                values: list[str] = []
-                for cell in row.childNodes:
-                    if _qname(cell) not in ("table-cell", "covered-table-cell"):
-                        continue
-                    v = _block(_odf_text(cell))
-                    cols = int(cell.getAttribute("numbercolumnsrepeated") or 1)
-                    values.extend([v] * (min(cols, 1000 - len(values)) if v else min(cols, 1)))
-                    if len(values) >= 1000:
-                        break
-                if any(values):
-                    for k in range(min(repeat, 10_000)):
-                        sheet.row(r + k + 1, list(values))
-                r += repeat
-            out.append(sheet.page.page(n, name, rows=True))
-        return out
-    except IngestError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise _library_error(".ods", e) from e
-
-
-# ----------------------------------------------------------------- .epub
-_CONTAINER_NS = {"c": "urn:oasis:names:tc:opendocument:xmlns:container"}
-_OPF_NS = {"opf": "http://www.idpf.org/2007/opf"}
-_NCX_NS = {"ncx": "http://www.daisy.org/z3986/2005/ncx/"}
-_HEADING = re.compile(r"<h[1-3][^>]*>(.*?)</h[1-3]>", re.IGNORECASE | re.DOTALL)
-_NAV_LINK = re.compile(r"<a\b[^>]*href\s*=\s*[\"']([^\"'#]+)[^\"']*[\"'][^>]*>(.*?)</a>", re.IGNORECASE | re.DOTALL)
-
-
-def _title(html: str) -> str:
-    return " ".join(clean_text(html_to_text(html)).split())[:80]
-
-
-def _toc_titles(z: zipfile.ZipFile, opf, base: str, manifest: dict) -> dict[str, str]:  # noqa: ANN001
-    """Chapter file -> its title in the book's table of contents (EPUB 2's NCX or EPUB 3's nav document):
-    the names a reader sees in the contents, where a chapter's first heading is often the book's title."""
-    from defusedxml import ElementTree
-
-    titles: dict[str, str] = {}
-    spine = opf.find(".//opf:spine", _OPF_NS)
-    ncx = manifest.get(spine.get("toc")) if spine is not None else None
-    nav = next((i.get("href") for i in opf.findall(".//opf:manifest/opf:item", _OPF_NS)
-                if "nav" in (i.get("properties") or "").split()), None)
-    for href, parse in ((ncx, "ncx"), (nav, "nav")):
-        if not href:
-            continue
-        at = posixpath.normpath(posixpath.join(base, href))
-        try:
-            raw = z.read(at)
-        except KeyError:
-            continue
-        if parse == "ncx":
-            links = [(p.find("ncx:content", _NCX_NS).get("src", ""), "".join(p.find("ncx:navLabel", _NCX_NS).itertext()))
-                     for p in ElementTree.fromstring(raw).iter("{%s}navPoint" % _NCX_NS["ncx"])
-                     if p.find("ncx:content", _NCX_NS) is not None and p.find("ncx:navLabel", _NCX_NS) is not None]
-        else:
-            links = _NAV_LINK.findall(raw.decode("utf-8", "replace"))
-        for src, label in links:
-            key = posixpath.normpath(posixpath.join(posixpath.dirname(at), src.split("#")[0]))
-            titles.setdefault(key, _title(label))
-    return titles
-
-
-def epub_pages(path: Path, limits: IngestLimits) -> list[Page]:
-    """One page per chapter in the reading order (the package's spine), labelled 'chapter N: Title'."""
-    check_zip(path, limits, ".epub")
-    from defusedxml import ElementTree
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            container = ElementTree.fromstring(z.read("META-INF/container.xml"))
-            rootfile = container.find(".//c:rootfile", _CONTAINER_NS)
-            if rootfile is None:
-                raise IngestError("not a valid .epub (no package file in META-INF/container.xml)")
-            opf_path = rootfile.get("full-path", "")
-            opf = ElementTree.fromstring(z.read(opf_path))
-            base = posixpath.dirname(opf_path)
-            manifest = {i.get("id"): i.get("href") for i in opf.findall(".//opf:manifest/opf:item", _OPF_NS)}
-            spine = [manifest.get(r.get("idref")) for r in opf.findall(".//opf:spine/opf:itemref", _OPF_NS)]
-            toc = _toc_titles(z, opf, base, manifest)
-            out, n, seen = [], 0, set()
-            for href in filter(None, spine):
-                name = posixpath.normpath(posixpath.join(base, href.split("#")[0]))
-                if name in seen:  # a spine that lists a chapter once per section (sisu's EPUBs do)
-                    continue
-                seen.add(name)
-                try:
-                    html = decode_html(z.read(name))
-                except KeyError:
-                    log.warning("%s: spine item %s is missing", path, name)
-                    continue
-                text = clean_text(html_to_text(html))
-                if not text:
-                    continue
-                n += 1
-                m = _HEADING.search(html)
-                title = toc.get(name) or (_title(m.group(1)) if m else "")
-                out.append(Page(n, text, f"chapter {n}" + (f": {title}" if title else "")))
-            return out
-    except IngestError:
-        raise
-    except Exception as e:  # noqa: BLE001 - defusedxml refusals (entities, DTDs) land here too
-        raise _library_error(".epub", e) from e
-
-
-READERS = {"docx": docx_pages, "odt": odt_pages, "pptx": pptx_pages, "odp": odp_pages, "xlsx": xlsx_pages,
-           "ods": ods_pages, "epub": epub_pages}
+READERS = {"docx": docx_pages, "odt": odt_pages, "pptx": pptx_pages, "odp": odp_pages}

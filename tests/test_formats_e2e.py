@@ -1,6 +1,7 @@
 """End to end on the real default model: `lclm-docs ask` answers from a slide deck, a spreadsheet, an
-OpenDocument sheet, a Word document, an e-mail and an Outlook message, none written here, and cites each
-at its slide, sheet rows, section or message."""
+OpenDocument sheet and slide, a Word document, the same manual as OpenDocument text and as an e-book, an
+e-mail and an Outlook message, none written here, and cites each at its slide, sheet rows, section or
+chapter. (A mailbox is cited by message in tests/test_formats.py; its 110k tokens are not encoded here.)"""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ QUESTIONS = {
     "other.msg": ("What error did the other server return?", "locked", None),
     "live-manual.en.docx": ("What performs the console and X keyboard configuration?", "live-config",
                             "section 10. Customizing run time behaviours"),
+    # the same manual as OpenDocument and EPUB: most of its segments are the .docx's, latents reused by content
+    "live-manual.en.odt": ("What performs the console and X keyboard configuration?", "live-config",
+                           "section 10. Customizing run time behaviours"),
+    "live-manual.en.epub": ("What performs the console and X keyboard configuration?", "live-config",
+                            "chapter 24: 10. Customizing run time behaviours"),
+    "cols.odp": ("Which words follow 'Sed ut est elit, eu' on the slide?", "ullamcorper", "slide 1"),
 }
 
 
@@ -46,5 +53,5 @@ def test_ask_answers_from_the_file_and_cites_where(indexed, capsys, name):
     assert expected.lower() in answer["text"].lower(), answer["text"]
     cited = [c for c in answer["citations"] if expected.lower() in c["text"].lower()]
     assert cited and all(Path(c["path"]).name == name for c in cited)
-    if where is not None:
-        assert all((c["location"] or "").startswith(where) for c in cited), [c["location"] for c in cited]
+    if where is not None:  # the answer's own passage among them (a manual names live-config in several sections)
+        assert any((c["location"] or "").startswith(where) for c in cited), [c["location"] for c in cited]
