@@ -29,9 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--ratio", type=int, choices=(4, 8, 16), default=None,
                         help=f"compression ratio N of the compressor (default: settings, {Settings.ratio})")
     common.add_argument("--max-pages", type=int, default=IngestLimits.max_pages,
-                        help="skip PDFs with more pages (default %(default)s)")
+                        help="skip documents with more pages: PDF pages, TIFF frames, mailbox messages "
+                             "(default %(default)s)")
     common.add_argument("--max-page-chars", type=int, default=IngestLimits.max_page_chars,
-                        help="skip a PDF with a page of more text than this (default %(default)s)")
+                        help="skip a document with a page (or sheet) of more text than this (default %(default)s)")
     common.add_argument("--max-file-mb", type=float, default=IngestLimits.max_file_mb,
                         help="skip larger files (default %(default)s)")
     common.add_argument("--no-ocr", dest="ocr", action="store_false",
