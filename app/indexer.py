@@ -431,9 +431,15 @@ class Indexer:
         self._current = doc.path
         self._emit()
         fp = self.fingerprint
+
+        def ocr_progress(page: int, pages: int) -> None:  # a scanned book reads for minutes: say where it is
+            self._current = f"{doc.path} (OCR: page {page} of {pages})"
+            self._emit()
+
         try:
             parsed = parse_document(doc.path, self.compressor.count_tokens, limits=self.config.limits,
-                                    max_tokens=self.config.max_tokens)
+                                    max_tokens=self.config.max_tokens, on_ocr=ocr_progress)
+            self._current = doc.path
             shas = list(dict.fromkeys(s.sha256 for s in parsed.segments))
             have = set(self.store.find_latents_by_sha(shas, fp))
         except FileNotFoundError:

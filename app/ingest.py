@@ -341,7 +341,13 @@ def html_to_text(html: str) -> str:
     return "".join(parser.parts)
 
 
-def _pdf_pages(path: Path, limits: IngestLimits, warnings: list[str]) -> tuple[int, Iterator[Page]]:
+#: told (page number, pages in all) after each page OCR reads: minutes a page on a slow machine, so the
+#: indexer's progress line shows it
+OcrProgress = Callable[[int, int], None]
+
+
+def _pdf_pages(path: Path, limits: IngestLimits, warnings: list[str], on_ocr: OcrProgress | None = None
+               ) -> tuple[int, Iterator[Page]]:
     """(page count, lazy iterator of cleaned pages). Pages are extracted one at
     a time and dropped after use, so a big PDF costs one page of text at a time
     beyond the segments kept."""
@@ -388,6 +394,8 @@ def _pdf_pages(path: Path, limits: IngestLimits, warnings: list[str]) -> tuple[i
                     if why_not is None:
                         reader_ocr = reader_ocr or ocr.PdfOcr(path, limits.ocr_languages, n_pages)
                         text = reader_ocr.page(i) or text
+                        if on_ocr is not None:
+                            on_ocr(i + 1, n_pages)
                 yield Page(i + 1, text)
         finally:
             if reader_ocr is not None:
@@ -399,17 +407,17 @@ def _pdf_pages(path: Path, limits: IngestLimits, warnings: list[str]) -> tuple[i
     return n_pages, pages()
 
 
-def read_pages(path: str | os.PathLike[str], doc_type: str, limits: IngestLimits, warnings: list[str] | None = None
-               ) -> tuple[int | None, Iterator[Page]]:
+def read_pages(path: str | os.PathLike[str], doc_type: str, limits: IngestLimits, warnings: list[str] | None = None,
+               on_ocr: OcrProgress | None = None) -> tuple[int | None, Iterator[Page]]:
     """(page count or None, iterator of cleaned pages) for a supported file."""
     p = Path(path)
     warnings = [] if warnings is None else warnings
     if doc_type == "pdf":
-        return _pdf_pages(p, limits, warnings)
+        return _pdf_pages(p, limits, warnings, on_ocr)
     if doc_type == "image":
         from .ocr import image_pages
 
-        return image_pages(p, limits)
+        return image_pages(p, limits, on_ocr)
     if doc_type in ("docx", "odt", "pptx", "odp", "xlsx", "ods", "epub", "eml", "mbox", "msg"):
         from . import epub, mail, office, sheets
 
@@ -471,6 +479,7 @@ def parse_document(
     *,
     limits: IngestLimits = IngestLimits(),
     max_tokens: int = DEFAULT_MAX_TOKENS,
+    on_ocr: OcrProgress | None = None,
 ) -> ParsedDocument:
     """Read, clean and segment one file.
 
@@ -484,7 +493,7 @@ def parse_document(
     try:
         sha = file_sha256(p)
         warnings: list[str] = []
-        page_count, pages = read_pages(p, doc_type, limits, warnings)
+        page_count, pages = read_pages(p, doc_type, limits, warnings, on_ocr)
         info = FileInfo(str(p), size, mtime, sha, doc_type)
         doc = ParsedDocument(info, page_count, warnings=warnings)
         pages_with_text = 0

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .ingest import IngestError, IngestLimits, Page, clean_text
@@ -136,7 +136,8 @@ class PdfOcr:
             self._pdf = None
 
 
-def image_pages(path: Path, limits: IngestLimits) -> tuple[int | None, Iterator[Page]]:
+def image_pages(path: Path, limits: IngestLimits, on_ocr: Callable[[int, int], None] | None = None
+                ) -> tuple[int | None, Iterator[Page]]:
     """An image (.png, .jpg, .tiff; every frame of a multi-page TIFF is a page) read by OCR."""
     why = unavailable(limits.ocr_languages) if limits.ocr else "OCR is turned off (--no-ocr)"
     if why:
@@ -162,6 +163,8 @@ def image_pages(path: Path, limits: IngestLimits) -> tuple[int | None, Iterator[
                     text = read_image(frame.convert("L"), limits.ocr_languages)
                 except (OSError, ValueError) as e:  # a truncated frame
                     raise IngestError(f"not a readable image ({type(e).__name__}: {e})") from e
+                if on_ocr is not None:
+                    on_ocr(n, frames)
                 yield Page(n if frames > 1 else None, text)
         finally:
             image.close()

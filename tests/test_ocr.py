@@ -113,3 +113,21 @@ def test_without_tesseract_the_rows_say_how_to_install_it_and_the_folder_indexes
     assert rows["notes.txt"].status == "indexed"
     for name in ("scan.pdf", "page.png"):
         assert rows[name].status == "error" and "Tesseract" in rows[name].error and "install it with" in rows[name].error
+
+
+def test_the_indexers_progress_names_the_page_ocr_is_on(tesseract, r_intro_pdf, tmp_path):
+    """A scanned book reads for minutes: the progress line (the Library tab's, the CLI's) says which page."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    w = PdfWriter()
+    for _ in range(2):
+        w.append(str(scanned_pdf(r_intro_pdf, PAGE, tmp_path / "one.pdf")))
+    w.write(folder / "book.pdf")
+    seen: list[str] = []
+    with LatentStore(tmp_path / "store.sqlite") as store:
+        with IndexingService.create(store, data.FakeCompressor(), [folder], config=IndexerConfig(),
+                                    callbacks=[lambda p: seen.append(p.current or "")]) as svc:
+            assert svc.indexer.wait_idle(120)
+        assert store.list_documents()[0].status == "indexed"
+    book = str(folder / "book.pdf")
+    assert f"{book} (OCR: page 1 of 2)" in seen and f"{book} (OCR: page 2 of 2)" in seen
