@@ -389,7 +389,8 @@ def _pdf_pages(path: Path, limits: IngestLimits, warnings: list[str], on_ocr: Oc
                     log.warning("%s: page %d: text extraction failed: %s", path, i + 1, e)
                     raw = ""
                 text = clean_text(raw)
-                if len(text) < ocr.MIN_TEXT_CHARS and why_not is None:  # a scanned page: only these get OCR
+                # a scanned page is an image with little or no text layer; a blank page or a drawing is not
+                if len(text) < ocr.MIN_TEXT_CHARS and why_not is None and ocr.has_image(reader.pages[i]):
                     why_not = ocr.unavailable(limits.ocr_languages)
                     if why_not is None:
                         reader_ocr = reader_ocr or ocr.PdfOcr(path, limits.ocr_languages, n_pages)
@@ -521,8 +522,8 @@ def parse_document(
             if why:
                 raise IngestError(f"no text layer (scanned?): none of its {page_count} page(s) has extractable "
                                   f"text. {why}")
-            raise IngestError(f"no text: none of its {page_count} page(s) has a text layer, and OCR found no "
-                              "text on them", "skipped")
+            raise IngestError(f"no text: none of its {page_count} page(s) has a text layer or an image with "
+                              "text in it", "skipped")
         if doc_type == "image":
             raise IngestError("OCR found no text in the image (a photo or a drawing?)", "skipped")
         raise IngestError("no text in the file", "skipped")

@@ -35,6 +35,25 @@ PAGE_TIMEOUT_S = 300  # a page Tesseract cannot finish in five minutes is not te
 MIN_TEXT_CHARS = 20
 
 
+def has_image(page, depth: int = 2) -> bool:  # noqa: ANN001 - a pypdf page (or form XObject)
+    """Whether a PDF page draws a raster image (a scan is one): a dictionary lookup in its resources, so a
+    blank page or a vector drawing is never rendered and OCR'd for nothing. Inline images (rare in
+    scans) are not seen. Unreadable resources count as an image: OCR decides."""
+    try:
+        resources = page.get("/Resources")
+        xobjects = resources.get_object().get("/XObject") if resources is not None else None
+        if xobjects is None:
+            return False
+        for ref in xobjects.get_object().values():
+            obj = ref.get_object()
+            kind = obj.get("/Subtype")
+            if kind == "/Image" or (kind == "/Form" and depth > 0 and has_image(obj, depth - 1)):
+                return True
+        return False
+    except Exception:  # noqa: BLE001 - a damaged resource dictionary
+        return True
+
+
 def install_hint(languages: str = "eng") -> str:
     """How to install Tesseract (and the languages asked for) on this platform."""
     extra = [lang for lang in languages.split("+") if lang not in ("eng", "osd")]

@@ -74,6 +74,24 @@ def test_only_pages_without_text_get_ocr(tesseract, r_intro_pdf, tmp_path, monke
     assert KNOWN in words(" ".join(s.text for s in doc.segments if s.page == 3))
 
 
+def test_blank_pages_and_drawings_are_not_ocr(tesseract, r_intro_pdf, tmp_path, monkeypatch):
+    """A digital book's blank pages (octave.pdf has 24) have no image to read: no OCR, no time spent."""
+    w = PdfWriter()
+    w.add_blank_page(612, 792)
+    w.add_page(PdfReader(r_intro_pdf).pages[PAGE - 1])
+    w.add_blank_page(612, 792)
+    w.write(tmp_path / "book.pdf")
+    monkeypatch.setattr(ocr.PdfOcr, "page", lambda self, i: pytest.fail(f"page {i + 1} was OCR'd"))
+    doc = parse_document(tmp_path / "book.pdf", COUNT)
+    assert {s.page for s in doc.segments} == {2}
+    w = PdfWriter()
+    w.add_blank_page(612, 792)
+    w.write(tmp_path / "blank.pdf")
+    with pytest.raises(IngestError) as e:
+        parse_document(tmp_path / "blank.pdf", COUNT)
+    assert e.value.status == "skipped" and "has a text layer or an image with text" in e.value.reason
+
+
 def test_images_are_read_and_a_multipage_tiff_keeps_its_pages(tesseract, r_intro_pdf, tmp_path):
     page = render(r_intro_pdf, PAGE)
     page.save(tmp_path / "page.png")
