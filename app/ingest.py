@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import functools
 import hashlib
 import logging
 import os
@@ -137,10 +138,15 @@ class Page:
     marks: tuple[tuple[int, str], ...] = ()
     rows: bool = False
 
+    @functools.cached_property
+    def _offsets(self) -> list[int]:
+        """The marks' offsets, once a page: a sheet of 100k rows is asked for each of its segments."""
+        return [o for o, _ in self.marks]
+
     def location(self, start: int, end: int) -> str | None:
         """Where text[start:end] is, as a citation names it: 'Sheet1 rows 20-40', 'page 3, section
         Install', 'slide 4'; None where the page number says it all (PDF)."""
-        offsets = [o for o, _ in self.marks]
+        offsets = self._offsets
         if self.rows and self.marks:
             first = self.marks[max(bisect.bisect_right(offsets, start) - 1, 0)][1]
             last = self.marks[max(bisect.bisect_right(offsets, max(end - 1, start)) - 1, 0)][1]
@@ -419,10 +425,10 @@ def read_pages(path: str | os.PathLike[str], doc_type: str, limits: IngestLimits
         from .ocr import image_pages
 
         return image_pages(p, limits, on_ocr)
-    if doc_type in ("docx", "odt", "pptx", "odp", "xlsx", "ods", "epub", "eml", "mbox", "msg"):
-        from . import epub, mail, office, sheets
+    from . import epub, mail, office, sheets
 
-        read = {**office.READERS, **sheets.READERS, **mail.READERS, "epub": epub.epub_pages}[doc_type]
+    read = {**office.READERS, **sheets.READERS, **mail.READERS, "epub": epub.epub_pages}.get(doc_type)
+    if read is not None:
         pages = read(p, limits)
         numbered = [pg.number for pg in pages if pg.number is not None]
         return (max(numbered) if numbered else None), iter(pages)

@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from .ingest import IngestError, IngestLimits, Page, clean_text, decode_text, file_type, html_to_text
-from .office import PageBuilder
+from .office import OLE_MAGIC, PageBuilder
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def msg_pages(path: Path, limits: IngestLimits) -> list[Page]:
     from msg_parser import MsOxMessage
 
     with open(path, "rb") as f:
-        if f.read(8) != b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        if f.read(8) != OLE_MAGIC:
             raise IngestError("not an Outlook .msg file (no OLE header)")
     try:
         props = MsOxMessage(str(path)).get_properties()
