@@ -38,6 +38,7 @@ from latent_store import Document, LatentStore, ScopeSegment
 from lclm_core.backend import ContextLengthError, DecoderBackend, GenerationConfig, GenerationResult
 from lclm_core.inputs import DecoderInputs, Latents, Part, Text
 from lclm_core.latents import LatentArray
+from lclm_core.prompt import INSTRUCTIONS, document_header, question_block, quoted_passages
 
 from .quality import fallback_text, is_listing, junk_reason
 
@@ -48,7 +49,6 @@ EXPAND_STYLES = ("append", "inplace")
 NOT_FOUND = "Not found in your documents."
 HOLD_CHARS = 12  # a reply is streamed once it has this much text that is not prompt words or a header
 LISTING_WEIGHT = 0.2  # a contents or index page's score is cut to this share (app.quality.is_listing)
-INSTRUCTIONS = "Read the documents below and answer the question from them. Answer briefly.\n"
 _WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
     "a an and are as at be by can could do does did for from has have how i in is it its me my of on or "
@@ -68,6 +68,10 @@ class AssistantConfig:
     expand_tokens: int = 1200  # and their token budget
     expand_style: str = "append"
     rag_k: int = 4
+    # > 0: only the K segments that retrieval ranks best go in as latents, not the whole scope (REFRAG's
+    # "retrieve many, compress all, expand few"): fewer distracting positions and a shorter prefill, at the
+    # cost of a documents block that is no longer one cached prefix for every question. 0: the whole scope.
+    latent_top: int = 0
     more_k: int = 5  # next-ranked passages offered for "read this one too"
     max_new_tokens: int = 160
     reserve_tokens: int = 256  # positions kept for headers, the question and slack
@@ -200,21 +204,6 @@ def place(path: str, page: int | None, location: str | None = None) -> str:
     if location:
         return f"{name}, {location}"
     return f"{name}, page {page}" if page else name
-
-
-def quoted_passages(passages: list[tuple[str, str]]) -> str:
-    """The expanded passages, (where, text) best first, as the block that goes right before the question.
-
-    Best last, next to the question: a small decoder leans on what it read most
-    recently, and copies a quote it has just read better than a passage put back
-    among latent blocks (bench/eval_qa.py measures both layouts).
-    """
-    if not passages:
-        return ""
-    text = "\n\nPassages quoted from the documents:\n"
-    for n, (where, body) in reversed(list(enumerate(passages, 1))):
-        text += f"[{n}] {where}: \"{body.strip()}\"\n"
-    return text
 
 
 @dataclass
@@ -403,7 +392,14 @@ class Assistant:
         document order, and names what it skipped: documents not read at all in ``answer.left_out``,
         documents read in part in ``answer.partial``. Whole documents are never the unit: dropping the
         biggest document would drop the one a user most needs help with.
+
+        ``latent_top`` narrows the scope by the same ranking first, on purpose rather than for lack of room,
+        so it is not reported as skipped.
         """
+        if cfg.mode == "latent" and 0 < cfg.latent_top < len(segs):
+            top = set(self._fused(segs, bm25, closeness)[: cfg.latent_top])
+            log.info("latent_top: %d of the scope's %d segments go in as latents", len(top), len(segs))
+            segs = [s for s in segs if s.segment.id in top]
         b = self.backend
         by_doc: dict[int, list[ScopeSegment]] = {}
         for s in segs:
@@ -432,15 +428,9 @@ class Assistant:
         if cfg.mode == "full":
             raise AssistantError(f"the scope's raw text ({total:,} positions) does not fit the decoder's "
                                  f"{b.n_ctx:,}: use the latent mode or a smaller scope")
-        # Only segments that match a word of the question have a bm25 rank (ties at zero are no evidence);
-        # closeness ranks them all, weakly; contents and index pages go last.
-        ids = [s.segment.id for s in segs]
-        matching = sorted((i for i in ids if bm25.get(i, 0) > 0), key=lambda i: -bm25[i])
-        fused = rrf(matching, sorted((i for i in ids if i in closeness), key=lambda i: -closeness[i]))
-        listing = {s.segment.id for s in segs if is_listing(s.segment.text)}
         doc_of = {s.segment.id: s.segment.document_id for s in segs}
         keep, used, opened = set(), 0, set()
-        for i in sorted(ids, key=lambda i: (i in listing, -fused.get(i, 0.0), i)):
+        for i in self._fused(segs, bm25, closeness):
             need = seg_cost[i] + (0 if doc_of[i] in opened else head_cost[doc_of[i]])
             if used + need <= budget:
                 keep.add(i)
@@ -453,8 +443,21 @@ class Assistant:
             elif read < len(ss):
                 answer.partial[ss[0].path] = [read, len(ss)]
         log.info("scope of %d positions over the %d available: %d of %d passages read, %d documents not read",
-                 total, budget, len(keep), len(ids), len(answer.left_out))
+                 total, budget, len(keep), len(segs), len(answer.left_out))
         return [s for s in segs if s.segment.id in keep]
+
+    @staticmethod
+    def _fused(segs: list[ScopeSegment], bm25: dict[int, float], closeness: dict[int, float]) -> list[int]:
+        """Segment ids best first, for choosing which segments are read at all: bm25 fused with latent closeness.
+
+        Only segments that match a word of the question have a bm25 rank (ties at zero are no evidence);
+        closeness ranks them all, weakly; contents and index pages go last.
+        """
+        ids = [s.segment.id for s in segs]
+        matching = sorted((i for i in ids if bm25.get(i, 0) > 0), key=lambda i: -bm25[i])
+        fused = rrf(matching, sorted((i for i in ids if i in closeness), key=lambda i: -closeness[i]))
+        listing = {s.segment.id for s in segs if is_listing(s.segment.text)}
+        return sorted(ids, key=lambda i: (i in listing, -fused.get(i, 0.0), i))
 
     @staticmethod
     def _doc_parts(segs: list[ScopeSegment], raw: bool, raw_ids: set[int] = frozenset(),
@@ -465,7 +468,7 @@ class Assistant:
         (the agent loop): at N = 8 a label costs as many positions as 60 tokens
         of text compress to, and citations never come from the answer text.
         """
-        out: list[tuple[Part, int | None]] = [(Text(f"\nDocument: {segs[0].path.rsplit('/', 1)[-1]}\n"), None)]
+        out: list[tuple[Part, int | None]] = [(Text(document_header(segs[0].path.rsplit('/', 1)[-1])), None)]
         for s in segs:
             if numbered:
                 page = f" (page {s.segment.page})" if s.segment.page else ""
@@ -498,10 +501,8 @@ class Assistant:
         return _Prompt(block, ranges, n_raw)
 
     def _question_block(self, question: str, passages: list[ScopeSegment], numbered: bool) -> list[Part]:
-        text = quoted_passages([(place(s.path, s.segment.page, s.segment.location), s.segment.text)
-                                for s in passages])
-        text += f"\nQuestion: {question}\nAnswer:"
-        return [Text(text)]
+        return [Text(question_block(question, [(place(s.path, s.segment.page, s.segment.location), s.segment.text)
+                                               for s in passages]))]
 
     def _prefill_docs(self, prompt: _Prompt, cfg: AssistantConfig, answer: Answer) -> torch.Tensor:
         t = time.perf_counter()

@@ -108,7 +108,7 @@ def run_one(args: argparse.Namespace) -> dict:
     assert cli(["--data-dir", spec["data"], "--device", "cpu", "index", "--ratio", str(spec["ratio"]), spec["folder"]]) == 0
     questions = json.loads(Path(spec["questions"]).read_text())
     rows = []
-    cfg = AssistantConfig(mode=spec["mode"], max_new_tokens=24, expand_style=spec.get("style", "append"))
+    cfg = AssistantConfig(mode=spec["mode"], max_new_tokens=24, **config_options(spec.get("style", "append")))
     with open_store(settings) as store, open_assistant(settings, store, ratio=spec["ratio"], backend=spec["backend"],
                                                        config=cfg) as assistant:
         loaded = _proc_status("VmRSS")
@@ -147,7 +147,7 @@ def table(results: list[dict]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in results:
-        mode = r["mode"] + (" (in place)" if r.get("style") == "inplace" else "")
+        mode = r["mode"] + (f" ({r['style']})" if r.get("style", "append") != "append" else "")
         n = r["ratio"] if r["mode"] == "latent" else "-"
         if "error" in r:
             lines.append(f"| {_folder_label(r)} | {mode} | {n} | | n/a: {r['error'][:80]} | | | | | | | | | | |")
@@ -170,9 +170,28 @@ def _count(rows: list[dict], key: str) -> str:
 
 
 def parse_config(conf: str) -> tuple[str, int, str]:
-    """"mode:N[:inplace]" as (mode, N, style): the one spelling of a configuration, on the command line and in a report."""
-    mode, n, *style = conf.split(":")
-    return mode, int(n), style[0] if style else "append"
+    """"mode:N[:OPTION...]" as (mode, N, options): the one spelling of a configuration, on the command line and in
+    a report. Options (``config_options``): inplace, topK, xK; none is "append", the name reports have always used."""
+    mode, n, *options = conf.split(":")
+    config_options(":".join(options) or "append")  # a misspelt option fails here, before any run
+    return mode, int(n), ":".join(options) or "append"
+
+
+def config_options(options: str) -> dict:
+    """AssistantConfig fields of a configuration's options: ``inplace`` (expanded passages replace their latents),
+    ``topK`` (only the K best-ranked segments as latents, REFRAG-style), ``xK`` (K passages expanded; x0 is
+    latents alone)."""
+    out: dict = {}
+    for opt in options.split(":"):
+        if opt in ("append", "inplace"):
+            out["expand_style"] = opt
+        elif opt[:3] == "top" and opt[3:].isdigit():
+            out["latent_top"] = int(opt[3:])
+        elif opt[:1] == "x" and opt[1:].isdigit():
+            out["expand_k"] = int(opt[1:])
+        else:
+            raise ValueError(f"unknown configuration option {opt!r} (inplace, topK, xK)")
+    return out
 
 
 def config_of(run: dict) -> tuple[str, int, str]:
@@ -277,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folders", type=int, nargs="+", default=[1],
                    help="folders per length, one number for all or one per --lengths (disjoint answers: a 4k "
                         "folder holds ~15 answers, so 4 folders give a 4k figure ~60 questions wide)")
-    p.add_argument("--configs", nargs="*", default=CONFIGS, help="mode:N[:inplace] (inplace: expanded passages replace their latents)")
+    p.add_argument("--configs", nargs="*", default=CONFIGS, help="mode:N[:OPTION...]; options: inplace (expanded passages replace their latents), "
+                        "topK (the K best-ranked segments as latents, not the whole scope), xK (expand K passages; "
+                        "x0: latents alone)")
     p.add_argument("--backend", default="llama.cpp")
     p.add_argument("--work", type=Path, default=Path("/tmp/lcd-bench-assistant"))
     p.add_argument("--out", type=Path)

@@ -136,6 +136,27 @@ def test_among_many_unrelated_documents_the_matching_one_is_kept(store):
     assert ans.citations[0].path == "/docs/ops.txt"
 
 
+def test_latent_top_reads_only_the_best_ranked_segments_as_latents(store):
+    """REFRAG's layout: of 201 documents only the K best-ranked segments go in, so the prompt is short,
+    the matching passage is still read and cited, and nothing is reported as skipped (it is the mode, not a
+    scope that failed to fit)."""
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    many = {f"/docs/other-{i:03d}.txt": [f"Note {i} about the quick brown fox and the lazy dog."] for i in range(200)}
+    fill(store, model.config.hidden_size, docs={**many, "/docs/ops.txt": DOCS["/docs/ops.txt"]})
+    cfg = AssistantConfig(max_new_tokens=4, expand_k=1, latent_top=4)
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=8192), FP, cfg) as a:
+        top = a.ask("Zorblax port")
+        whole = a.ask("Zorblax port", latent_top=0)
+        blocks = []
+        real = a._documents_block
+        a._documents_block = lambda segs, *args, **kw: blocks.append(len(segs)) or real(segs, *args, **kw)
+        a.ask("Zorblax port")
+    assert blocks == [4]
+    assert top.citations[0].path == "/docs/ops.txt" and top.citations[0].text.startswith("The Zorblax")
+    assert not top.partial and not top.left_out
+    assert top.positions < whole.positions / 10
+
+
 def test_passages_not_yet_compressed_are_read_as_text_and_the_answer_says_how_many(store):
     model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
     dim = model.config.hidden_size

@@ -142,3 +142,12 @@ def test_eval_qa_conditions_pair_with_rag_question_by_question():
     assert "| r | 8 | latents+quotes | 2 | 40.0 | +10.0 | 20.0 |" in qa_paired.table([("r", report)])
     with pytest.raises(SystemExit, match="no 'none' condition"):
         qa_paired.paired_rows(report, base="none")
+
+
+def test_a_configuration_spells_its_options_once_for_the_run_and_the_report():
+    assert assistant.parse_config("latent:8") == ("latent", 8, "append")  # what reports have always said
+    assert assistant.parse_config("latent:8:top16:x0") == ("latent", 8, "top16:x0")
+    assert assistant.config_options("top16:x0") == {"latent_top": 16, "expand_k": 0}
+    assert assistant.config_options("inplace") == {"expand_style": "inplace"}
+    with pytest.raises(ValueError, match="unknown configuration option"):
+        assistant.parse_config("latent:8:top")
