@@ -17,6 +17,9 @@ Then, device calls in order, each naming its folder in `carry`:
 Back here: the parts land under the device tool's files folder; evaluate them with
   python -m lclm_core.train.trainer eval --ckpt <that folder>/n4-encoder.pt --data /work/data/shards --device cpu
 
+`start --app-only --ratios 8` runs issue 30's stage instead: the app-layout stage (the app's own prompt,
+teacher-distilled answers) from the shipped parts, and the shipped parts' and its own held-out figures.
+
 `start` runs, for N = 4, 8 and 16 one after the other, stage adapter, then
 stage encoder (initialised from the adapter stage), then stage qa (from the
 encoder stage), then stage decoder (from the qa stage), then held-out
@@ -136,6 +139,9 @@ def plan_steps(args: argparse.Namespace, inbox: Path, runs: Path) -> list[list[s
     trainer = [sys.executable, "-m", "lclm_core.train.trainer"]
     steps = []
     for n in args.ratios:
+        if args.app_only:
+            steps += app_plan(args, inbox, runs, n, share)
+            continue
         common = ["--data", str(inbox / "shards"), "--out", str(runs / f"n{n}"), "--ratio", str(n), "--device", args.device,
                   "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
                   "--save-every", "200", "--log-every", "20", "--warmup", "30",
@@ -171,6 +177,27 @@ def plan_steps(args: argparse.Namespace, inbox: Path, runs: Path) -> list[list[s
             steps.append([*trainer, "eval", "--ckpt", str(runs / f"n{n}" / stage / "latest.pt"), "--data",
                           str(inbox / "shards"), "--examples", str(args.eval_examples), "--batch-size", "16",
                           "--out", str(runs / f"eval-n{n}-{stage}.json")])
+    return steps
+
+
+def app_plan(args: argparse.Namespace, inbox: Path, runs: Path, n: int, minutes: float) -> list[list[str]]:
+    """Issue 30's run: the app-layout stage (lclm_core/train/app_layout.py) from the shipped parts of ratio n,
+    which travel in the working tree, then the held-out app, QA and continuation figures of the shipped parts
+    and of the result, by the same command, so that the next session pairs them without re-measuring."""
+    trainer = [sys.executable, "-m", "lclm_core.train.trainer"]
+    parts = ROOT / "lclm_core" / "default_parts" / f"ratio-{n}"
+    ck = runs / f"n{n}" / "app" / "latest.pt"
+    steps = [[*trainer, "train", "--stage", "app", "--data", str(inbox / "shards"), "--out", str(runs / f"n{n}"),
+              "--ratio", str(n), "--device", args.device, "--dtype", args.dtype, "--batch-size", str(args.batch_size),
+              "--steps", str(args.steps), "--save-every", "100", "--log-every", "20", "--warmup", "30",
+              "--restricted-vocab", "0", "--lr-adapter", "3e-4", "--lr-encoder", "1e-4", "--lr-decoder", "1e-4",
+              "--decoder-lora-rank", "8", "--w-raw-keep", "2.0", "--w-reconstruction", "1.0", "--reconstruct-fraction", "1.0",
+              "--app-fraction", "0.7", "--passage-len", "128",
+              "--max-minutes", f"{minutes:.2f}", "--init-from", str(parts)]]
+    for name, src in (("shipped", parts), ("app", ck)):
+        steps.append([*trainer, "eval", "--ckpt", str(src), "--data", str(inbox / "shards"), "--device", args.device,
+                      "--dtype", args.dtype, "--examples", str(args.eval_examples), "--qa-examples", "128",
+                      "--app-examples", "256", "--batch-size", "16", "--out", str(runs / f"eval-n{n}-{name}.json")])
     return steps
 
 
@@ -213,7 +240,7 @@ def last_stages(runs: Path, keep: int = 2) -> list[Path]:
     """Each ratio's checkpoints of its two latest stages (encoder and qa in the plan): the QA
     stage trades continuation for answers (MODEL_CARD.md), so either may be the one to ship.
     Three ratios give 6 files; with the log and the evaluations, the 8 files allowed."""
-    order = {"adapter": 0, "encoder": 1, "qa": 2, "decoder": 3}
+    order = {"adapter": 0, "encoder": 1, "qa": 2, "decoder": 3, "app": 4}
     by_run: dict[str, list[Path]] = {}
     for ck in sorted(runs.glob("n*/*/latest.pt")):
         by_run.setdefault(ck.parent.parent.name, []).append(ck)
@@ -262,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--qa-share", type=float, default=0.25, help="share of each ratio's minutes for the QA stage (0: none)")
     st.add_argument("--decoder-share", type=float, default=0.25,
                     help="share of each ratio's minutes for the decoder stage, the last one (0: none)")
+    st.add_argument("--app-only", action="store_true",
+                    help="issue 30's run: per ratio, the app-layout stage from the shipped parts, then its evaluations")
     st.add_argument("--eval-examples", type=int, default=128)
     st.add_argument("--batch-size", type=int, default=64)
     st.add_argument("--steps", type=int, default=100000)

@@ -66,3 +66,15 @@ def test_each_ratios_two_latest_stages_come_back(gpu_run, tmp_path):
         (tmp_path / run / stage / "latest.pt").write_bytes(b"")
     got = sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in gpu_run.last_stages(tmp_path))
     assert got == ["n16/adapter", "n4/decoder", "n4/qa", "n8/adapter", "n8/encoder"]
+
+
+def test_the_app_only_plan_trains_the_app_stage_from_the_shipped_parts_and_measures_both(gpu_run, tmp_path):
+    args = start_args(gpu_run, "--app-only", "--ratios", "8", "--minutes", "9")
+    steps = gpu_run.plan_steps(args, tmp_path / "in", tmp_path / "runs")
+    (train,) = [s for s in steps if "train" in s]
+    assert flag(train, "--stage") == "app" and float(flag(train, "--max-minutes")) == pytest.approx(9)
+    parts = ROOT / "lclm_core" / "default_parts" / "ratio-8"
+    assert flag(train, "--init-from") == str(parts) and (parts / "base.json").exists()
+    evals = [s for s in steps if "eval" in s]
+    assert [flag(s, "--ckpt") for s in evals] == [str(parts), str(tmp_path / "runs" / "n8" / "app" / "latest.pt")]
+    assert all(int(flag(s, "--app-examples")) > 0 for s in evals)

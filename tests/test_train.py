@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
+    return make_workdir(tmp_path_factory.mktemp("train"))
+
+
+def make_workdir(d: Path) -> Path:
     """A tiny HF decoder directory and token shards cut from a small corpus."""
-    d = tmp_path_factory.mktemp("train")
     tok = tiny.tokenizer("qwen")
     tiny.decoder("qwen").save_pretrained(d / "decoder")
     tok.save_pretrained(d / "decoder")

@@ -40,6 +40,7 @@ from torch import nn
 from ..encoder import Window
 from ..lora import LoRALinear, lora_disabled
 from ..model import LCLMCompressor
+from .app_layout import app_loss
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class LossWeights:
     latent_align: float = 0.2
     interleaved: float = 0.0
     raw_keep: float = 0.0
+    app_kl: float = 1.0  # app-layout batches: KL from the teacher reading the gold passage (app_layout.py)
 
 
 def rel_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -179,9 +181,13 @@ class LCLMTrainModule(nn.Module):
         return self.decoder.model(inputs_embeds=embeds, use_cache=False, output_hidden_states=output_hidden_states)
 
     # --- the step ---------------------------------------------------------------
-    def forward(self, passages: torch.Tensor, continuations: torch.Tensor, n_reconstruct: int = 1, prompt_index: int = 0,
-                answer_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None):
+    def forward(self, passages: torch.Tensor | None, continuations: torch.Tensor | None, n_reconstruct: int = 1,
+                prompt_index: int = 0, answer_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+                app: tuple | None = None):
         """Weighted total loss and its parts (floats) for one batch.
+
+        ``app``: (examples, pad id, answers or None), an app-layout batch (app_layout.py) instead of
+        passages and continuations; it goes through ``forward`` so that data-parallel runs sync its gradients.
 
         ``answer_mask`` (B, Y) limits the continuation and KL losses to those
         positions of y (a QA example's answer); ``valid`` (B, Y) limits the
@@ -189,6 +195,10 @@ class LCLMTrainModule(nn.Module):
         Without them every position of y counts.
         """
         w = self.w
+        if app is not None:
+            examples, pad_id, answers = app
+            loss, parts, _ = app_loss(self, examples, pad_id, w.app_kl, answers)
+            return loss, parts
         b, t_len = passages.shape
         y_len = continuations.shape[1]
         dev = passages.device

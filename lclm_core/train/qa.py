@@ -85,6 +85,7 @@ class QAExample:
     kind: str
     answer: str
     score_mask: np.ndarray | None = None  # (Y,) bool: the answer's tokens alone (what evaluation checks)
+    question: str = ""
 
 
 WORD = re.compile(r"\S+")
@@ -109,7 +110,7 @@ class QASampler:
         mask, score = np.zeros(len(cont), dtype=bool), np.zeros(len(cont), dtype=bool)
         mask[len(q):] = True
         score[len(q) : len(q) + len(a)] = True
-        return QAExample(np.asarray(passage, dtype=np.int64), cont, mask, kind, answer, score)
+        return QAExample(np.asarray(passage, dtype=np.int64), cont, mask, kind, answer, score, question)
 
     def _follows(self, rng, ids: np.ndarray) -> QAExample | None:
         words = WORD.findall(self._text(ids))

@@ -10,6 +10,11 @@ previous stage's with ``--init-from``):
              untouched decoder's, and ``--decoder-qa-fraction`` mixes in QA
              batches, so that what the LoRA learns for latents does not cost
              the raw-text QA the app also relies on;
+  app      - the app's own prompt (app_layout.py): several documents as latent
+             blocks, most of them distractors, quoted passages, the question;
+             the answer's cross-entropy and the KL from the untouched decoder
+             reading only the gold passage (PISCO). Trains what the decoder
+             stage trains; ``--app-fraction`` of the steps are such batches;
   qa       - QA tuning, training what the encoder stage trains: a share of
              the steps (``--qa-fraction``) are question-answer batches made
              from the shards (qa.py; loss on the answers, the teacher's hidden
@@ -53,6 +58,7 @@ from ..device import Placement, resolve
 from ..inputs import InputBuilder, tokenize_text
 from ..lora import LoRALinear, apply_lora, lora_state_dict
 from ..model import LCLMCompressor
+from .app_layout import TARGETS, AppSampler, evaluate_app, heldout_app, teacher_answers
 from .data import Example, TokenShards
 from .evaluate import evaluate, evaluate_qa, heldout_examples
 from .objectives import RECONSTRUCTION_PROMPTS, LCLMTrainModule, LossWeights
@@ -60,7 +66,7 @@ from .qa import QASampler, collate
 
 log = logging.getLogger(__name__)
 
-STAGES = ("adapter", "encoder", "decoder", "qa")
+STAGES = ("adapter", "encoder", "decoder", "app", "qa")
 WEIGHT_NAMES = tuple(f.name for f in dataclasses.fields(LossWeights))  # one --w-NAME flag each
 
 
@@ -105,12 +111,19 @@ class TrainConfig:
     decoder_qa_fraction: float = 0.0  # stage decoder: share of steps that are QA batches
     qa_unknown_share: float = 0.15  # stage qa: share of fact questions whose fact was left out
     interleave_chunk: int = 32  # tokens per chunk of the interleaved objective (a multiple of the ratio)
+    app_fraction: float = 0.5  # stage app: share of steps that are app-layout batches (the rest: the usual objectives)
+    app_documents: int = 6  # documents (one compressed passage each) per app-layout example
+    app_quotes: int = 3  # at most this many passages quoted back as raw text (the app's expand_k)
+    app_gold_quoted: float = 0.6  # share of examples whose gold passage is among the quotes
+    app_targets: str = "gold"  # "gold": the template answer; "teacher": the untouched decoder's own answer (PISCO)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}")
         if self.passage_len > self.window:
             raise ValueError(f"passage_len {self.passage_len} exceeds the encoder window {self.window}: one passage is one window")
+        if self.app_targets not in TARGETS:
+            raise ValueError(f"app_targets must be one of {TARGETS}")
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
         self.distill_layers = tuple(self.distill_layers)
@@ -149,7 +162,7 @@ def build_module(cfg: TrainConfig, model, tok) -> LCLMTrainModule:
         torch.manual_seed(cfg.seed)
         comp = LCLMCompressor.build(c, backbone, tok, model.config.hidden_size, trained=True)
     comp.adapter.to(model.device)
-    if cfg.stage == "decoder" and cfg.decoder_lora_rank:
+    if cfg.stage in ("decoder", "app") and cfg.decoder_lora_rank:
         # On a copy of the layers: the loaded decoder is cached and shared by the process.
         model = with_own_layers(model)
         apply_lora(model.model.layers, cfg.decoder_lora_rank, cfg.lora_alpha)
@@ -164,7 +177,7 @@ def build_module(cfg: TrainConfig, model, tok) -> LCLMTrainModule:
     for name, p in module.named_parameters():
         if "lora_" in name:
             in_encoder = name.startswith("compressor.")
-            p.requires_grad_(in_encoder and cfg.stage != "adapter" or (not in_encoder and cfg.stage == "decoder"))
+            p.requires_grad_(in_encoder and cfg.stage != "adapter" or (not in_encoder and cfg.stage in ("decoder", "app")))
     return module
 
 
@@ -350,6 +363,8 @@ def train(cfg: TrainConfig) -> Path:
     qa_share = {"qa": cfg.qa_fraction, "decoder": cfg.decoder_qa_fraction}.get(cfg.stage, 0.0)
     qa = QASampler(shards, tok, cfg.passage_len, cfg.qa_unknown_share) if qa_share > 0 else None
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    app_share = cfg.app_fraction if cfg.stage == "app" else 0.0
+    app = app_sampler(cfg, shards, module) if app_share > 0 else None
     heldout = None
     if cfg.eval_every and acc.is_main_process:
         heldout = heldout_examples(TokenShards(Path(cfg.data), "heldout"), cfg.eval_examples, cfg.passage_len, cfg.cont_len)
@@ -368,7 +383,14 @@ def train(cfg: TrainConfig) -> Path:
         for g, lr in zip(optimizer.param_groups, base_lrs):
             g["lr"] = lr * lr_at(step, cfg, (time.time() - t0) / 60)
         # Every process takes the same kind of step (the choice ignores the rank).
-        if qa is not None and kind_rng.random() < qa_share:
+        kind = kind_rng.random()
+        if app is not None and kind < app_share:
+            batch = [app.sample(rng) for _ in range(cfg.batch_size)]
+            answers = teacher_answers(module, batch) if cfg.app_targets == "teacher" else None
+            loss, parts = ddp_module(None, None, app=(batch, pad_id, answers))
+            parts = {f"app_{k}": v for k, v in parts.items()}
+            n_tok = sum(e.passages.size + len(e.student) + len(e.teacher) for e in batch) * acc.num_processes
+        elif qa is not None and kind < qa_share:
             x, y, ans, valid = (torch.tensor(a, device=acc.device)
                                 for a in collate([qa.sample(rng) for _ in range(cfg.batch_size)], pad_id))
             loss, parts = ddp_module(x, y, 0, step, ans, valid)
@@ -420,10 +442,24 @@ def train(cfg: TrainConfig) -> Path:
     return latest
 
 
+def app_sampler(cfg: TrainConfig, shards: TokenShards, module: LCLMTrainModule) -> AppSampler:
+    """App-layout examples for this run's decoder, ratio and passage length (app_layout.py)."""
+    comp = module.compressor
+    return AppSampler(shards, comp.tokenizer, InputBuilder(comp.tokenizer, comp.config.memory_tokens),
+                      cfg.passage_len, cfg.ratio, cfg.app_documents, cfg.app_quotes, cfg.app_gold_quoted)
+
+
 # --- evaluation and export ------------------------------------------------------------
 def module_from_checkpoint(ckpt: Path | dict, placement: Placement | None = None, **overrides) -> tuple[LCLMTrainModule, TrainConfig, dict]:
-    """A training module with a checkpoint's trained tensors (a path, or a checkpoint already read)."""
-    ck = ckpt if isinstance(ckpt, dict) else torch.load(ckpt, map_location="cpu", weights_only=False)
+    """A training module with a checkpoint's trained tensors (a path, a checkpoint already read, or shipped
+    parts: a directory, read with the training settings its base.json records, so that the parts a run
+    starts from are measured by the same command as the run's checkpoints)."""
+    if isinstance(ckpt, Path) and ckpt.is_dir():
+        meta = json.loads((ckpt / "base.json").read_text())
+        trainable, tokens = read_init(ckpt, meta["train_config"]["ratio"])
+        ck = {"config": meta["train_config"], "trainable": trainable, "step": meta.get("steps", 0), "tokens_seen": tokens}
+    else:
+        ck = ckpt if isinstance(ckpt, dict) else torch.load(ckpt, map_location="cpu", weights_only=False)
     cfg = TrainConfig(**{**ck["config"], **overrides})
     placement = placement or resolve(cfg.device, cfg.dtype)
     model, tok = load_decoder(cfg, placement)
@@ -560,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--passage-len", type=int, help="override the checkpoint's passage length (compare stages trained on different ones)")
     e.add_argument("--qa-examples", type=int, default=128, help="held-out QA questions (0: skip the QA measure)")
     e.add_argument("--qa-passage-len", type=int, default=256, help="passage tokens of the QA questions")
+    e.add_argument("--app-examples", type=int, default=0,
+                   help="held-out app-layout questions (app_layout.py; the run's --app-* settings; 0: skip)")
     e.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     x = sub.add_parser("export")
     x.add_argument("--ckpt", type=Path, required=True)
@@ -579,6 +617,10 @@ def main(argv: list[str] | None = None) -> int:
             ex = heldout_examples(TokenShards(args.data, "heldout"), args.examples, cfg.passage_len, cfg.cont_len)
             figures.update(examples=len(ex), passages_sha256=passages_digest(ex),
                            **evaluate(module, ex, args.batch_size, greedy=not args.no_greedy).as_dict(each=True))
+        if args.app_examples:
+            tok = module.compressor.tokenizer
+            ex = heldout_app(app_sampler(cfg, TokenShards(args.data, "heldout"), module), args.app_examples)
+            figures.update(evaluate_app(module, ex, tok.pad_token_id if tok.pad_token_id is not None else 0))
         if args.qa_examples:
             figures.update(heldout_qa(module, args.data, args.qa_examples, min(args.qa_passage_len, cfg.window),
                                       args.batch_size))
