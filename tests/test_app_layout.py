@@ -101,7 +101,7 @@ def test_teacher_answers_end_with_a_newline_and_replace_the_template(workdir, mo
 
 def test_the_app_stage_mixes_its_batches_resumes_and_is_measured_on_held_out_examples(workdir, tmp_path):
     out = tmp_path / "run"
-    kw = dict(stage="app", passage_len=32, window=64, app_documents=3, app_quotes=2)
+    kw = dict(stage="app", passage_len=32, window=64, app_documents=3, app_quotes=2, app_teacher="base")
     train(config(workdir, out, steps=2, **kw))
     latest = train(config(workdir, out, steps=6, **kw))  # resumes at step 2
     ck = torch.load(latest, weights_only=False)
@@ -114,7 +114,7 @@ def test_the_app_stage_mixes_its_batches_resumes_and_is_measured_on_held_out_exa
           "--app-examples", "6", "--out", str(fig)])
     r = json.loads(fig.read_text())
     assert r["app_examples"] == 6 and r.get("app_quoted_n", 0) + r.get("app_latents_n", 0) == 6
-    assert 0 <= r["app_teacher_exact"] <= 1
+    assert 0 <= r["app_teacher_exact"] <= 1 and 0 <= r["app_rag_exact"] <= 1
     # the same held-out examples for every checkpoint
     m, cfg, _ = module_from_checkpoint(latest)
     from lclm_core.train.trainer import app_sampler
@@ -152,3 +152,29 @@ def test_shipped_parts_are_measured_by_the_same_eval_command(workdir, tmp_path):
     e = heldout_app(sampler(workdir, module), 1)
     with torch.no_grad():
         assert app_loss(from_parts, e, 0)[1]["total"] == pytest.approx(app_loss(module, e, 0)[1]["total"], rel=1e-5)
+
+
+def test_the_teacher_is_the_decoder_as_the_stage_began_frozen_and_never_saved(workdir):
+    from lclm_core.train.app_layout import freeze_teacher, teacher_of
+
+    cfg = config(workdir, workdir / "unused", stage="app", passage_len=32, window=64, restricted_vocab=0)
+    m = build_module(cfg, AutoModelForCausalLM.from_pretrained(workdir / "decoder"),
+                     AutoTokenizer.from_pretrained(workdir / "decoder"))
+    for n, p in m.named_parameters():  # a decoder LoRA that has learnt something
+        if n.startswith("decoder.") and n.endswith("lora_B"):
+            p.data.normal_(0, 0.5)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        adapted = m.decoder(input_ids=ids).logits
+        with teacher_of(m) as base:  # no copy made: the untouched base decoder
+            untouched = base(input_ids=ids).logits
+        freeze_teacher(m)
+        for n, p in m.named_parameters():
+            if n.startswith("decoder.") and n.endswith("lora_B"):
+                p.data.zero_()  # the run trains on; the teacher stays as it began
+        with teacher_of(m) as t:
+            frozen = t(input_ids=ids).logits
+    assert not torch.allclose(adapted, untouched)
+    torch.testing.assert_close(frozen, adapted)
+    assert not any(k.startswith("app_teacher") for k in m.state_dict())
+    assert not any(p.requires_grad for p in m.app_teacher.parameters())

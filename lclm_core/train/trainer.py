@@ -58,7 +58,7 @@ from ..device import Placement, resolve
 from ..inputs import InputBuilder, tokenize_text
 from ..lora import LoRALinear, apply_lora, lora_state_dict
 from ..model import LCLMCompressor
-from .app_layout import TARGETS, AppSampler, evaluate_app, heldout_app, teacher_answers
+from .app_layout import TARGETS, TEACHERS, AppSampler, freeze_teacher, evaluate_app, heldout_app, teacher_answers
 from .data import Example, TokenShards
 from .evaluate import evaluate, evaluate_qa, heldout_examples
 from .objectives import RECONSTRUCTION_PROMPTS, LCLMTrainModule, LossWeights
@@ -115,7 +115,8 @@ class TrainConfig:
     app_documents: int = 6  # documents (one compressed passage each) per app-layout example
     app_quotes: int = 3  # at most this many passages quoted back as raw text (the app's expand_k)
     app_gold_quoted: float = 0.6  # share of examples whose gold passage is among the quotes
-    app_targets: str = "gold"  # "gold": the template answer; "teacher": the untouched decoder's own answer (PISCO)
+    app_targets: str = "gold"  # "gold": the template answer; "teacher": the teacher's own greedy answer (PISCO)
+    app_teacher: str = "start"  # "start": the decoder as the stage began, LoRA included (frozen); "base": untouched
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -124,6 +125,8 @@ class TrainConfig:
             raise ValueError(f"passage_len {self.passage_len} exceeds the encoder window {self.window}: one passage is one window")
         if self.app_targets not in TARGETS:
             raise ValueError(f"app_targets must be one of {TARGETS}")
+        if self.app_teacher not in TEACHERS:
+            raise ValueError(f"app_teacher must be one of {TEACHERS}")
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
         self.distill_layers = tuple(self.distill_layers)
@@ -358,6 +361,8 @@ def train(cfg: TrainConfig) -> Path:
         src = Path(cfg.init_decoder_from)
         load_trainable(module, fit_decoder_lora(module, read_decoder_lora(src), src))
         log.info("decoder LoRA initialised from %s", cfg.init_decoder_from)
+    if cfg.stage == "app" and cfg.app_teacher == "start":
+        freeze_teacher(module)  # after every load: the teacher is the decoder this run (or resume) starts from
     ddp_module, optimizer = acc.prepare(module, optimizer)
     shards = TokenShards(Path(cfg.data), "train")
     qa_share = {"qa": cfg.qa_fraction, "decoder": cfg.decoder_qa_fraction}.get(cfg.stage, 0.0)
