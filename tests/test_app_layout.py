@@ -178,3 +178,16 @@ def test_the_teacher_is_the_decoder_as_the_stage_began_frozen_and_never_saved(wo
     torch.testing.assert_close(frozen, adapted)
     assert not any(k.startswith("app_teacher") for k in m.state_dict())
     assert not any(p.requires_grad for p in m.app_teacher.parameters())
+
+
+def test_held_out_figures_read_the_whole_vocabulary_so_they_repeat(workdir):
+    """Training scores a random subset of the vocabulary (the targets plus negatives); an evaluation that did
+    so would move from call to call, and find an argmax among 64 words easier than among all of them."""
+    from lclm_core.train.app_layout import evaluate_app
+
+    cfg = config(workdir, workdir / "unused", stage="app", passage_len=32, window=64, restricted_vocab=64)
+    m = build_module(cfg, AutoModelForCausalLM.from_pretrained(workdir / "decoder"),
+                     AutoTokenizer.from_pretrained(workdir / "decoder"))
+    examples = heldout_app(sampler(workdir, m), 4)
+    first, second = evaluate_app(m, examples, 0), evaluate_app(m, examples, 0)
+    assert first == second and m.restricted_vocab == 64

@@ -210,8 +210,9 @@ def evaluate_app(module, examples: list[AppExample], pad_id: int) -> dict:
     gold passage quoted and with the answer left to the latents; and, the bars, the exact answers of this
     decoder reading the gold passage alone as rag would quote it (``app_rag_exact``), and of the untouched
     base decoder doing the same (``app_teacher_exact``)."""
-    was_training = module.training
+    was_training, restricted = module.training, module.restricted_vocab
     module.eval()
+    module.restricted_vocab = 0  # every figure over the whole vocabulary, not a random training subset of it
     ce: dict[bool, list[float]] = {True: [], False: []}
     hit: dict[bool, list[bool]] = {True: [], False: []}
     teacher_hit, rag_hit = [], []
@@ -222,6 +223,7 @@ def evaluate_app(module, examples: list[AppExample], pad_id: int) -> dict:
         teacher_hit.append(_reads_gold_exactly(module, e, base=True))
         rag_hit.append(_reads_gold_exactly(module, e, base=False))
     module.train(was_training)
+    module.restricted_vocab = restricted
     out = {"app_examples": len(examples), "app_teacher_exact": float(np.mean(teacher_hit)),
            "app_rag_exact": float(np.mean(rag_hit))}
     for quoted, name in ((True, "quoted"), (False, "latents")):
