@@ -238,8 +238,8 @@ def _reads_gold_exactly(module, e: AppExample, base: bool) -> bool:
     """Whether the decoder (the untouched base, or as trained) reading the teacher prompt gives the answer."""
     dev = next(module.decoder.parameters()).device
     ids = torch.tensor([e.teacher + e.answer], device=dev)
-    with (lora_disabled(module.decoder) if base else nullcontext()):
-        logits = module.decoder(input_ids=ids).logits[0, len(e.teacher) - 1 : -1]
+    with (lora_disabled(module.decoder) if base else nullcontext()):  # logits where the answer is predicted only
+        logits = module.decoder(input_ids=ids, logits_to_keep=len(e.answer) + 1).logits[0, :-1]
     return bool((logits.argmax(-1) == torch.tensor(e.answer, device=dev)).all())
 
 
