@@ -12,8 +12,9 @@ previous stage's with ``--init-from``):
              the raw-text QA the app also relies on;
   app      - the app's own prompt (app_layout.py): several documents as latent
              blocks, most of them distractors, quoted passages, the question;
-             the answer's cross-entropy and the KL from the untouched decoder
-             reading only the gold passage (PISCO). Trains what the decoder
+             the answer's cross-entropy and the KL from a teacher reading only
+             the gold passage (PISCO; ``--app-teacher``: the decoder as the
+             stage began, frozen, or the untouched base). Trains what the decoder
              stage trains; ``--app-fraction`` of the steps are such batches;
   qa       - QA tuning, training what the encoder stage trains: a share of
              the steps (``--qa-fraction``) are question-answer batches made
