@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lclm_core.inputs import DecoderInputs
-from lclm_core.torch_backend import TorchDecoder
+from lclm_core.torch_backend import TorchDecoder, last_position
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def observe(dec: TorchDecoder, inputs: DecoderInputs, window: int = 32) -> Obser
     try:
         pos = torch.arange(dec.n_past, dec.n_past + window, device=dec.device)[None]
         out = model(inputs_embeds=tail[None], position_ids=pos, past_key_values=dec.cache, use_cache=True,
-                    output_attentions=True, logits_to_keep=1)
+                    output_attentions=True, logits_to_keep=last_position(dec.device))
     finally:
         model.set_attn_implementation(prev)
     dec.cache = out.past_key_values
