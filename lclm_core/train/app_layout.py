@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from ..inputs import InputBuilder, Latents, Text, tokenize_text
 from ..lora import lora_disabled
 from ..prompt import INSTRUCTIONS, document_header, question_block
-from .data import TokenShards
+from .data import TokenShards, pad_id
 from .qa import QASampler
 
 STEMS = ("notes", "report", "manual", "handbook", "minutes", "guide", "overview", "reference", "memo", "summary",
@@ -155,7 +155,7 @@ def teacher_answers(module, examples: list[AppExample], max_new_tokens: int = 16
         for e in examples:
             ids = torch.tensor([e.teacher], device=next(teacher.parameters()).device)
             gen = teacher.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                          do_sample=False, pad_token_id=tok.pad_token_id or 0)[0, ids.shape[1]:].tolist()
+                                          do_sample=False, pad_token_id=pad_id(tok))[0, ids.shape[1]:].tolist()
             text = tok.decode(gen, skip_special_tokens=True).split("\n")[0].rstrip()
             out.append(tokenize_text(tok, text) + newline if text.strip() else list(e.answer))
     return out
@@ -210,9 +210,8 @@ def evaluate_app(module, examples: list[AppExample], pad_id: int) -> dict:
     gold passage quoted and with the answer left to the latents; and, the bars, the exact answers of this
     decoder reading the gold passage alone as rag would quote it (``app_rag_exact``), and of the untouched
     base decoder doing the same (``app_teacher_exact``)."""
-    was_training, restricted = module.training, module.restricted_vocab
-    module.eval()
-    module.restricted_vocab = 0  # every figure over the whole vocabulary, not a random training subset of it
+    was_training = module.training
+    module.eval()  # every figure over the whole vocabulary (``_logits`` restricts it only while training)
     ce: dict[bool, list[float]] = {True: [], False: []}
     hit: dict[bool, list[bool]] = {True: [], False: []}
     teacher_hit, rag_hit = [], []
@@ -223,7 +222,6 @@ def evaluate_app(module, examples: list[AppExample], pad_id: int) -> dict:
         teacher_hit.append(_reads_gold_exactly(module, e, base=True))
         rag_hit.append(_reads_gold_exactly(module, e, base=False))
     module.train(was_training)
-    module.restricted_vocab = restricted
     out = {"app_examples": len(examples), "app_teacher_exact": float(np.mean(teacher_hit)),
            "app_rag_exact": float(np.mean(rag_hit))}
     for quoted, name in ((True, "quoted"), (False, "latents")):

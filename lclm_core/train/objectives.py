@@ -121,9 +121,11 @@ class LCLMTrainModule(nn.Module):
         return self.compressor.adapter(pooled.to(p.dtype))
 
     def _logits(self, hidden: torch.Tensor, targets: torch.Tensor, teacher_hidden: torch.Tensor | None = None):
-        """Logits at target positions only, over the full or a restricted vocabulary."""
+        """Logits at target positions only: while training, over a restricted vocabulary (``restricted_vocab``);
+        in eval mode always over the whole one, since a figure read through a random subset of the words is an
+        upper bound that moves from run to run."""
         w = self.decoder.get_output_embeddings().weight
-        if self.restricted_vocab and self.restricted_vocab < w.shape[0]:
+        if self.training and self.restricted_vocab and self.restricted_vocab < w.shape[0]:
             # Exactly K columns every step (the batch's targets + random others): a
             # fixed shape, because CPU bf16 kernels are compiled per shape.
             score = torch.rand(w.shape[0], device=targets.device)

@@ -60,7 +60,7 @@ from ..inputs import InputBuilder, tokenize_text
 from ..lora import LoRALinear, apply_lora, lora_state_dict
 from ..model import LCLMCompressor
 from .app_layout import TARGETS, TEACHERS, AppSampler, freeze_teacher, evaluate_app, heldout_app, teacher_answers
-from .data import Example, TokenShards
+from .data import Example, TokenShards, pad_id
 from .evaluate import evaluate, evaluate_qa, heldout_examples
 from .objectives import RECONSTRUCTION_PROMPTS, LCLMTrainModule, LossWeights
 from .qa import QASampler, collate
@@ -368,7 +368,7 @@ def train(cfg: TrainConfig) -> Path:
     shards = TokenShards(Path(cfg.data), "train")
     qa_share = {"qa": cfg.qa_fraction, "decoder": cfg.decoder_qa_fraction}.get(cfg.stage, 0.0)
     qa = QASampler(shards, tok, cfg.passage_len, cfg.qa_unknown_share) if qa_share > 0 else None
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     app_share = cfg.app_fraction if cfg.stage == "app" else 0.0
     app = app_sampler(cfg, shards, module) if app_share > 0 else None
     heldout = None
@@ -393,12 +393,12 @@ def train(cfg: TrainConfig) -> Path:
         if app is not None and kind < app_share:
             batch = [app.sample(rng) for _ in range(cfg.batch_size)]
             answers = teacher_answers(module, batch) if cfg.app_targets == "teacher" else None
-            loss, parts = ddp_module(None, None, app=(batch, pad_id, answers))
+            loss, parts = ddp_module(None, None, app=(batch, pad, answers))
             parts = {f"app_{k}": v for k, v in parts.items()}
             n_tok = sum(e.passages.size + len(e.student) + len(e.teacher) for e in batch) * acc.num_processes
         elif qa is not None and kind < qa_share:
             x, y, ans, valid = (torch.tensor(a, device=acc.device)
-                                for a in collate([qa.sample(rng) for _ in range(cfg.batch_size)], pad_id))
+                                for a in collate([qa.sample(rng) for _ in range(cfg.batch_size)], pad))
             loss, parts = ddp_module(x, y, 0, step, ans, valid)
             parts = {f"qa_{k}": v for k, v in parts.items()}
             n_tok = (x.numel() + int(valid.sum())) * acc.num_processes
@@ -480,7 +480,7 @@ def heldout_qa(module: LCLMTrainModule, data: Path, n: int, passage_len: int, ba
     sampler = QASampler(TokenShards(Path(data), "heldout"), tok, passage_len)
     rng = np.random.default_rng(seed)
     examples = [sampler.sample(rng) for _ in range(n)]
-    return evaluate_qa(module, examples, batch_size, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+    return evaluate_qa(module, examples, batch_size, pad_id=pad_id(tok))
 
 
 def write_lora(state: dict[str, torch.Tensor], path: Path) -> bool:
@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.app_examples:
             tok = module.compressor.tokenizer
             ex = heldout_app(app_sampler(cfg, TokenShards(args.data, "heldout"), module), args.app_examples)
-            figures.update(evaluate_app(module, ex, tok.pad_token_id if tok.pad_token_id is not None else 0))
+            figures.update(evaluate_app(module, ex, pad_id(tok)))
         if args.qa_examples:
             figures.update(heldout_qa(module, args.data, args.qa_examples, min(args.qa_passage_len, cfg.window),
                                       args.batch_size))
