@@ -17,6 +17,7 @@ shows its passages and can still expand them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -36,6 +37,15 @@ from .settings import Settings
 from .watcher import normalize
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def _pages_of(path: str, kind: str, mtime_ns: int, size: int) -> tuple[tuple[int | None, str], ...]:
+    """A file's pages as the index reads them, kept for the few documents viewed last: each "view" of a
+    citation used to parse the file again, and an image's parse is an OCR run of seconds. The file's mtime and
+    size are part of the key, so an edited file is read afresh; a parse that fails is not kept."""
+    _, pages = read_pages(Path(path), kind, IngestLimits())
+    return tuple((p.number, p.text) for p in pages)
 
 #: what the settings panel may change per question
 ASK_FIELDS = ("mode", "expand_k", "expand_tokens")
@@ -256,9 +266,10 @@ class Runtime:
         if path is None or doc.type == "pdf":
             return None
         try:
-            _, pages = read_pages(path, doc.type or "txt", IngestLimits())
-            return "\n\n".join(p.text for p in pages if page is None or p.number in (None, page))
-        except IngestError:  # the file broke since it was indexed: the viewer shows the passage alone
+            st = path.stat()
+            pages = _pages_of(str(path), doc.type or "txt", st.st_mtime_ns, st.st_size)
+            return "\n\n".join(text for number, text in pages if page is None or number in (None, page))
+        except (IngestError, OSError):  # the file broke since it was indexed: the viewer shows the passage alone
             return ""
 
     def describe_segment(self, segment_id: int) -> str:
