@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 SHARD_TOKENS = 4_000_000  # 16 MB of uint32
 
 
-
 def pad_id(tokenizer) -> int:
     """The tokenizer's pad id, or 0 where it has none: padded positions are masked out of every loss and
     figure, so any id serves, but one that exists keeps the embedding lookup in range."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
 
 class ShardWriter:
     """Appends tokenised documents to shards of one split."""
