@@ -38,7 +38,7 @@ from latent_store import Document, LatentStore, ScopeSegment
 from lclm_core.backend import ContextLengthError, DecoderBackend, GenerationConfig, GenerationResult
 from lclm_core.inputs import DecoderInputs, Latents, Part, Text
 from lclm_core.latents import LatentArray
-from lclm_core.prompt import INSTRUCTIONS, document_header, question_block, quoted_passages
+from lclm_core.prompt import INSTRUCTIONS, document_header, question_block
 
 from .quality import fallback_text, is_listing, junk_reason
 
@@ -625,4 +625,4 @@ class Assistant:
 
 
 __all__ = ["Assistant", "AssistantConfig", "AssistantError", "Answer", "Citation", "Scope", "MODES", "NOT_FOUND",
-           "place", "quoted_passages", "raw_notice"]
+           "place", "raw_notice"]

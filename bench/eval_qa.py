@@ -12,7 +12,7 @@ the context in one of four forms, on the same examples in the same run:
                      around a retrieved passage, and how often BM25 finds it);
   latents+quotes     the same top k, laid out as the app does by default: every
                      segment stays a latent block and the top k are quoted
-                     right before the question (app.assistant.quoted_passages);
+                     right before the question (lclm_core.prompt.quoted_passages);
   rag                the same top k as raw text and nothing else (no latents):
                      plain retrieval, the bar the latents must clear;
   none               the question alone: the floor (guessing, priors, "unknown").
@@ -96,8 +96,8 @@ from bench.qa_data import load_items, select, sha256_file  # noqa: E402,F401
 from bench.report_files import write_report  # noqa: E402
 from lclm_core.backend import ContextLengthError, GenerationConfig  # noqa: E402
 from lclm_core.inputs import DecoderInputs, EmbedSpan, Latents, Part, Text, TokenIds, TokenSpan, tokenize_text  # noqa: E402
+from lclm_core.prompt import quoted_passages  # noqa: E402  (the app's layout of expanded passages)
 from lclm_core.torch_backend import TorchDecoder  # noqa: E402
-from app.assistant import quoted_passages  # noqa: E402  (the app's layout of expanded passages)
 
 log = logging.getLogger("bench.eval_qa")
 
@@ -107,7 +107,7 @@ CONDITIONS = ("raw", "latents", "latents+expansion", "latents+quotes", "rag", "n
 NEEDLE_CONDITIONS = (*CONDITIONS, "truncation", "snapkv", "snapkv-wide")
 # Two layouts of the same expansion (BM25's top segments as raw text): put back in place among the latent
 # blocks (the paper's), or all segments left as latents and the top ones quoted right before the question
-# (the app's default, app.assistant.quoted_passages).
+# (the app's default, lclm_core.prompt.quoted_passages).
 EXPANDED = ("latents+expansion", "latents+quotes")
 SNAPKV_WINDOW = 32  # the observation window: the question and the primed answer start fit in it
 

@@ -22,17 +22,17 @@ from .inputs import DecoderInputs, EmbedSpan, Part, TokenSpan
 log = logging.getLogger(__name__)
 
 
-def last_position(device: torch.device | str) -> torch.Tensor:
-    """``logits_to_keep`` for the last position only, as an index tensor rather than the int 1.
+def last_position(device: torch.device | str, k: int = 1) -> torch.Tensor:
+    """``logits_to_keep`` for the last ``k`` positions, as an index tensor rather than the int ``k``.
 
-    The int slices the hidden states (``h[:, -1:, :]``), a row that keeps the whole prompt's stride in its
+    The int slices the hidden states (``h[:, -k:, :]``), rows that keep the whole prompt's stride in their
     size-1 batch dimension. On the CPU in bfloat16, torch's linear then goes through bmm, which first copies
     the whole transposed output head: for Gemma-3's 262k-word head that is 335 MB and ~0.8 s per call, where
-    the same row stored compactly takes ~0.02 s (2-core CPU, torch 2.13). An index tensor gathers the row
+    the same rows stored compactly take ~0.02 s (2-core CPU, torch 2.13). An index tensor gathers the rows
     into a compact copy. The app pays this at every prefill that ends in logits: in latent mode twice before
     its first token (the attention skim, then the question), about half of that time.
     """
-    return torch.tensor([-1], device=device)
+    return torch.arange(-k, 0, device=device)
 
 
 class TorchDecoder(DecoderBackend):

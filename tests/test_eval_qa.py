@@ -221,7 +221,7 @@ def test_needle_run_gives_every_condition_on_the_same_haystack(tiny_ev):
 
 def test_quotes_condition_lays_out_the_expansion_as_the_app_does(tiny_ev, monkeypatch):
     """Every segment stays a latent block; BM25's top segments are quoted, best last, right before the question."""
-    from app.assistant import quoted_passages
+    from lclm_core.prompt import quoted_passages
 
     prompts = []
     real = tiny_ev.answer

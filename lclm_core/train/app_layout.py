@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from ..inputs import InputBuilder, Latents, Text, tokenize_text
 from ..lora import lora_disabled
 from ..prompt import INSTRUCTIONS, document_header, question_block
+from ..torch_backend import last_position
 from .data import TokenShards, pad_id
 from .qa import QASampler
 
@@ -236,8 +237,9 @@ def _reads_gold_exactly(module, e: AppExample, base: bool) -> bool:
     """Whether the decoder (the untouched base, or as trained) reading the teacher prompt gives the answer."""
     dev = next(module.decoder.parameters()).device
     ids = torch.tensor([e.teacher + e.answer], device=dev)
-    with (lora_disabled(module.decoder) if base else nullcontext()):  # logits where the answer is predicted only
-        logits = module.decoder(input_ids=ids, logits_to_keep=len(e.answer) + 1).logits[0, :-1]
+    keep = last_position(dev, len(e.answer) + 1)  # logits where the answer is predicted only, from compact rows
+    with (lora_disabled(module.decoder) if base else nullcontext()):
+        logits = module.decoder(input_ids=ids, logits_to_keep=keep).logits[0, :-1]
     return bool((logits.argmax(-1) == torch.tensor(e.answer, device=dev)).all())
 
 
