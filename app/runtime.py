@@ -8,7 +8,9 @@ and the indexer each want exactly one owner. The runtime serialises what
 must be serial (answers share one decoder and its KV cache) and lets the
 rest run concurrently: the indexer keeps going between answers, and holds
 off (between encoder batches) while one is generated, so a question asked
-during a big import is answered at nearly idle speed.
+during a big import is answered at nearly idle speed. When the indexer goes
+idle, a background thread prefills the library's documents block
+(``Assistant.warm``), so the first question is as quick as the next ones.
 
 Chats are kept in the store (``chats``/``messages`` tables); an answer's
 citations are stored as data with it, so a chat reopened tomorrow still
@@ -64,13 +66,15 @@ class IndexingStatus:
     current: str | None
     by_status: dict[str, int]
     problem: str | None = None  # why indexing stopped (disk full, read-only)
+    warming: bool = False  # the documents block is being prefilled (Runtime._warm_loop): a question now waits for it
 
     def line(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.by_status.items() if n) or "no documents yet"
         if self.problem:
             return f"Indexing stopped: {self.problem}. Library: {counts}."
         if not self.active:
-            return f"Idle. Library: {counts}."
+            ahead = " Reading the documents ahead of the next question." if self.warming else ""
+            return f"Idle.{ahead} Library: {counts}."
         rate = f"{self.tokens_per_s:,.0f} tokens/s" if self.tokens_per_s else "measuring speed"
         eta = f"about {_duration(self.eta_s)} left" if self.eta_s is not None else "time left unknown yet"
         now = f" Now: {Path(self.current).name}." if self.current else ""
@@ -106,6 +110,7 @@ class Runtime:
     indexer_config: IndexerConfig | None = None
     debounce_s: float = 0.5
     rescan_s: float | None = 600.0
+    warm_up: bool = True  # prefill the documents block whenever the indexer goes idle (Assistant.warm)
 
     store: LatentStore | None = field(default=None, init=False)
     models: Models | None = field(default=None, init=False)
@@ -115,6 +120,11 @@ class Runtime:
     _answer_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _config_lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _warm_wanted: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _closing: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _warm_thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    warmed: int = field(default=0, init=False)  # positions of the block warmed last (status and tests)
+    _warming: bool = field(default=False, init=False, repr=False)
 
     # ------------------------------------------------------------ lifecycle
     def start(self, folders: Iterable[str | os.PathLike[str]] = ()) -> "Runtime":
@@ -126,6 +136,10 @@ class Runtime:
         except BaseException:
             self.store.close()
             raise
+        if self.warm_up:
+            self._warm_thread = threading.Thread(target=self._warm_loop, name="warm-up", daemon=True)
+            self._warm_thread.start()
+            self._warm_wanted.set()
         return self
 
     def _start_indexing(self, extra: list[str | os.PathLike[str]]) -> None:
@@ -141,6 +155,11 @@ class Runtime:
         self.indexing.start()
 
     def close(self) -> None:
+        self._closing.set()
+        self._warm_wanted.set()
+        if self._warm_thread is not None:
+            self._warm_thread.join()  # a prefill in progress ends first: seconds, as for an answer
+            self._warm_thread = None
         with self._config_lock:
             if self.indexing is not None:
                 self.indexing.close()
@@ -161,6 +180,31 @@ class Runtime:
 
     def _on_progress(self, p: Progress) -> None:  # indexer thread: keep it quick
         self._progress = p
+        if p.idle:
+            self._warm_wanted.set()
+
+    def _warm_loop(self) -> None:
+        """Whenever asked (start, indexer idle, new settings): wait for the indexer to settle, then warm the
+        documents block of the whole library, the scope a question has unless the user narrows it."""
+        while True:
+            self._warm_wanted.wait()
+            self._warm_wanted.clear()
+            if self._closing.is_set():
+                return
+            try:
+                while not self._indexing.indexer.wait_idle(0.5):
+                    if self._closing.is_set():
+                        return
+                with self._answering() as assistant:
+                    if self._closing.is_set():
+                        return
+                    self._warming = True
+                    try:
+                        self.warmed = assistant.warm() or self.warmed
+                    finally:
+                        self._warming = False
+            except Exception as e:  # noqa: BLE001 - a warm-up is an optimisation: the question reports errors
+                log.warning("warming the documents block failed: %s", e)
 
     # -------------------------------------------------------------- library
     def folders(self) -> list[str]:
@@ -225,7 +269,7 @@ class Runtime:
         p, pending = self._progress, ix.pending()
         active = pending > 0
         if p is None or not active:
-            return IndexingStatus(active, 0, pending, 0, None, None, None, by, ix.halted)
+            return IndexingStatus(active, 0, pending, 0, None, None, None, by, ix.halted, self._warming)
         return IndexingStatus(True, p.docs_done, max(p.docs_total, p.docs_done + pending), p.docs_failed,
                               p.tokens_per_s, p.eta_s, p.current, by, ix.halted)
 
@@ -408,6 +452,7 @@ class Runtime:
         with self._answer_lock:
             if self._assistant is not None:
                 self._assistant.config = cfg
+        self._warm_wanted.set()
         return cfg
 
     def configure(self, *, ratio: int | None = None, backend: str | None = None,
@@ -445,6 +490,7 @@ class Runtime:
                     self.settings, self.models = old_settings, old_models
                     raise
             if not models_change:
+                self._warm_wanted.set()  # a new models' block is warmed when their re-encoding goes idle
                 return f"backend: {new.backend}"
             self._indexing.close()
             self._start_indexing([])

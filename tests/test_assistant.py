@@ -1,5 +1,7 @@
 """The assistant on a tiny random decoder: what it puts in the prompt, what it cites, when it says "not found"."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -83,6 +85,40 @@ def test_second_question_reuses_the_documents_prefix_and_answers_the_same(store)
         fresh = b.ask("Where do backups go?")
     assert not first.prefix_reused and again.prefix_reused and other.prefix_reused
     assert again.text == first.text == fresh.text
+
+
+def test_warming_prefills_the_block_the_first_question_then_reuses(store):
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    fill(store, model.config.hidden_size)
+    cfg = AssistantConfig(max_new_tokens=8)
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, cfg) as a:
+        warmed = a.warm()
+        first = a.ask("Where do backups go?")
+        assert a.warm() == 0  # cached already: nothing prefilled twice
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, cfg) as cold:
+        unwarmed = cold.ask("Where do backups go?")
+    assert warmed > 0 and first.prefix_reused and not unwarmed.prefix_reused
+    assert first.text == unwarmed.text  # the same block, so the same answer
+
+
+def test_nothing_is_warmed_where_the_block_would_depend_on_the_question(store):
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    fill(store, model.config.hidden_size)
+    cfg = AssistantConfig(max_new_tokens=4, reserve_tokens=16, expand_tokens=40, expand_k=1)
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, cfg) as a:
+        everything = a.ask("Zorblax port").positions
+        assert a.warm(Scope(paths=("/docs/tea.txt",))) > 0
+        for how in ({"mode": "rag"}, {"mode": "full"}, {"latent_top": 2}, {"expand_style": "inplace"}):
+            a.config = replace(cfg, **how)
+            assert a.warm(Scope(paths=("/docs/ops.txt",))) == 0, how
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=everything + 4 - 30), FP, cfg) as a:
+        assert a.warm() == 0  # too long for the context: which passages are read is the question's to say
+        assert a.backend.n_past == 0
+    later = store.upsert_document("/docs/later.txt", folder="/docs")
+    store.replace_document_content(later.id, [SegmentIn(0, "Not encoded yet.")])  # no latents
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=4096), FP, cfg) as a:
+        assert a.warm() == 0  # the block changes when its latents come: warming now is wasted
+        assert a.warm(Scope(paths=("/docs/tea.txt",))) > 0
 
 
 def test_scope_limits_what_is_read_and_cited(assistant):

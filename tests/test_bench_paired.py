@@ -149,5 +149,6 @@ def test_a_configuration_spells_its_options_once_for_the_run_and_the_report():
     assert assistant.parse_config("latent:8:top16:x0") == ("latent", 8, "top16:x0")
     assert assistant.config_options("top16:x0") == {"latent_top": 16, "expand_k": 0}
     assert assistant.config_options("inplace") == {"expand_style": "inplace"}
+    assert assistant.config_options("warm") == {}  # not a setting: the run warms the documents block first
     with pytest.raises(ValueError, match="unknown configuration option"):
         assistant.parse_config("latent:8:top")

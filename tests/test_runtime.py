@@ -1,10 +1,11 @@
 """The runtime behind the UI, on a tiny published-layout checkpoint: library, chats, expansion, settings."""
 
+import threading
 import time
 
 import pytest
 
-from app.assistant import AssistantError
+from app.assistant import Assistant, AssistantError
 from app.runtime import Reply, Runtime
 from app.services import ServiceError
 from app.settings import Settings
@@ -289,3 +290,45 @@ def test_a_document_taken_out_of_the_library_stays_out_until_included_again(runt
     assert back.status == "indexed" and "Oolong" in " ".join(s.text for s in runtime.store.get_segments(back.id))
     with pytest.raises(ServiceError, match="excluded file"):
         runtime.include(str(docs / "ops.txt"))
+
+
+def test_the_library_is_read_ahead_so_the_first_question_starts_warm(runtime):
+    wait_for(lambda: runtime.warmed > 0, timeout=30, what="the documents block warmed")
+    _, reply = run(runtime.ask("Which port does the Zorblax cluster listen on?", max_new_tokens=2))
+    assert reply.answer.prefix_reused  # the runtime's first question did not prefill the documents
+
+
+def test_a_new_document_is_read_ahead_again(runtime, docs):
+    wait_for(lambda: runtime.warmed > 0, timeout=30, what="the documents block warmed")
+    before = runtime.warmed
+    (docs / "vault.txt").write_text("The Lisbon vault door code is 5512.\n")
+    wait_for(lambda: runtime.warmed > before, timeout=30, what="the grown library warmed again")
+    _, reply = run(runtime.ask("What is the vault door code?", max_new_tokens=2))
+    assert reply.answer.prefix_reused and reply.answer.citations[0].path.endswith("vault.txt")
+
+
+def test_without_read_ahead_the_first_question_reads_the_documents_itself(tmp_path, tiny_checkpoint, docs):
+    settings = Settings(data_dir=tmp_path / "data", device="cpu", dtype="float32", checkpoint=str(tiny_checkpoint))
+    with Runtime(settings, debounce_s=0.1, warm_up=False).start([docs]) as rt:
+        assert rt.wait_idle(60)
+        _, reply = run(rt.ask("Which port does the Zorblax cluster listen on?", max_new_tokens=2))
+    assert not reply.answer.prefix_reused and rt.warmed == 0
+
+
+def test_the_status_line_says_while_the_documents_are_read_ahead(runtime, monkeypatch):
+    wait_for(lambda: runtime.warmed > 0, timeout=30, what="the documents block warmed")
+    entered, release = threading.Event(), threading.Event()
+    real = Assistant.warm
+
+    def slow_warm(self, scope=None):
+        entered.set()
+        release.wait(30)
+        return real(self, scope)
+
+    monkeypatch.setattr(Assistant, "warm", slow_warm)
+    runtime.set_answering(expand_k=2)  # new settings: the block is read ahead again
+    assert entered.wait(30)
+    line = runtime.status().line()
+    release.set()
+    assert line.startswith("Idle. Reading the documents ahead of the next question.")
+    wait_for(lambda: "Reading" not in runtime.status().line(), timeout=30, what="the read-ahead to end")
