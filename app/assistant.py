@@ -72,6 +72,11 @@ class AssistantConfig:
     # "retrieve many, compress all, expand few"): fewer distracting positions and a shorter prefill, at the
     # cost of a documents block that is no longer one cached prefix for every question. 0: the whole scope.
     latent_top: int = 0
+    # A scope too long for the context is cut to its best-ranked passages up to this many positions (0: as
+    # many as the context holds). Its block is built anew for every question (which passages go in depends
+    # on the question), so it is prefilled every time, and attention makes that cost grow faster than the
+    # positions: bench/results/2026-12-07-big-scope.
+    partial_positions: int = 0
     more_k: int = 5  # next-ranked passages offered for "read this one too"
     max_new_tokens: int = 160
     reserve_tokens: int = 256  # positions kept for headers, the question and slack
@@ -462,6 +467,8 @@ class Assistant:
         if cfg.mode == "full":
             raise AssistantError(f"the scope's raw text ({total:,} positions) does not fit the decoder's "
                                  f"{b.n_ctx:,}: use the latent mode or a smaller scope")
+        if cfg.partial_positions:
+            budget = min(budget, cfg.partial_positions)
         doc_of = {s.segment.id: s.segment.document_id for s in segs}
         keep, used, opened = set(), 0, set()
         for i in self._fused(segs, bm25, closeness):

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,9 +139,10 @@ def run_one(args: argparse.Namespace) -> dict:
 
 
 def _folder_label(r: dict) -> str:
-    """The folder's length, and which of that length's folders it is where there are several."""
+    """The folder's length, which of that length's folders it is where there are several, and what lies beside."""
     k = r.get("folder_index", 0)
-    return f"{r['length']}" + (f" (folder {k + 1})" if k else "")
+    beside = f" + {', '.join(r['beside'])}" if r.get("beside") else ""
+    return f"{r['length']}" + (f" (folder {k + 1})" if k else "") + beside
 
 
 def table(results: list[dict]) -> str:
@@ -185,7 +187,7 @@ def parse_config(conf: str) -> tuple[str, int, str]:
 def config_options(options: str) -> dict:
     """AssistantConfig fields of a configuration's options: ``inplace`` (expanded passages replace their latents),
     ``topK`` (only the K best-ranked segments as latents, REFRAG-style), ``xK`` (K passages expanded; x0 is
-    latents alone). ``warm`` is no setting: the run calls ``Assistant.warm`` first, as the app does when idle,
+    latents alone), ``partialK`` (a scope over the context is cut to K positions). ``warm`` is no setting: the run calls ``Assistant.warm`` first, as the app does when idle,
     so "TTFT cold" is the first question a user asks after the app has read the folder ahead."""
     out: dict = {}
     for opt in options.split(":"):
@@ -195,8 +197,10 @@ def config_options(options: str) -> dict:
             out["latent_top"] = int(opt[3:])
         elif opt[:1] == "x" and opt[1:].isdigit():
             out["expand_k"] = int(opt[1:])
+        elif opt[:7] == "partial" and opt[7:].isdigit():
+            out["partial_positions"] = int(opt[7:])
         elif opt != "warm":  # not a setting: run_one warms the documents block before the first question
-            raise ValueError(f"unknown configuration option {opt!r} (inplace, topK, xK, warm)")
+            raise ValueError(f"unknown configuration option {opt!r} (inplace, topK, xK, partialK, warm)")
     return out
 
 
@@ -276,15 +280,21 @@ def select(results: list[dict], config: str) -> list[dict]:
 def _run_folder(args: argparse.Namespace, examples: list[FAQItem], tok, length: int, k: int, taken: set[str]) -> list[dict]:
     """Folder k of this length (disjoint from the earlier ones), every configuration in its own process."""
     tag = f"{length}" + (f"-{k}" if k else "")  # folder 0 keeps the one-folder runs' paths and questions
+    tag += "-beside" if args.beside else ""
     folder = args.work / f"folder-{tag}"
     qfile = args.work / f"questions-{tag}.json"
     qfile.write_text(json.dumps(build_folder(examples, length, folder, tok, args.questions, taken=taken)))
+    for f in args.beside:  # the same answers and questions, with big documents beside them
+        (folder / "beside").mkdir(exist_ok=True)
+        if not (folder / "beside" / f.name).exists():
+            shutil.copy(f, folder / "beside" / f.name)
     out = []
     for conf in args.configs:
         mode, n, style = parse_config(conf)
         spec = {"length": length, "folder_index": k, "mode": mode, "ratio": n,
                 "style": style, "backend": args.backend, "folder": str(folder),
-                "questions": str(qfile), "data": str(args.work / f"data-{tag}-n{n}")}
+                "questions": str(qfile), "data": str(args.work / f"data-{tag}-n{n}"),
+                **({"beside": [f.name for f in args.beside]} if args.beside else {})}
         done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -305,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", nargs="*", default=CONFIGS, help="mode:N[:OPTION...]; options: inplace (expanded passages replace their latents), "
                         "topK (the K best-ranked segments as latents, not the whole scope), xK (expand K passages; "
                         "x0: latents alone)")
+    p.add_argument("--beside", type=Path, nargs="*", default=[],
+                   help="files put into every folder beside the FAQ answers (e.g. big PDFs, to make the scope "
+                        "longer than the context); questions and answers stay the same")
     p.add_argument("--backend", default="llama.cpp")
     p.add_argument("--work", type=Path, default=Path("/tmp/lcd-bench-assistant"))
     p.add_argument("--out", type=Path)
