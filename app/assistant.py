@@ -74,9 +74,9 @@ class AssistantConfig:
     latent_top: int = 0
     # A scope too long for the context is cut to its best-ranked passages up to this many positions (0: as
     # many as the context holds). Its block is built anew for every question (which passages go in depends
-    # on the question), so it is prefilled every time, and attention makes that cost grow faster than the
-    # positions: bench/results/2026-12-07-big-scope.
-    partial_positions: int = 0
+    # on the question), so it is prefilled every time: 32k positions took 87 s to the first token on a 2-core
+    # CPU, 8,192 took 18 s, and F1 did not fall (+5.1, SE 4.5; bench/results/2026-12-07-big-scope).
+    partial_positions: int = 8192
     more_k: int = 5  # next-ranked passages offered for "read this one too"
     max_new_tokens: int = 160
     reserve_tokens: int = 256  # positions kept for headers, the question and slack
