@@ -145,6 +145,22 @@ def test_a_scope_too_long_for_the_context_reads_its_best_passages_and_says_what_
             a.ask("Zorblax port", mode="full", max_new_tokens=4)
 
 
+def test_a_scope_too_long_for_the_context_is_cut_to_partial_positions_not_to_the_context(store):
+    """Such a block depends on the question, so it is prefilled for every question: it is kept short."""
+    model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
+    pages = [f"Page {i} describes the blue widget assembly, step {i}." for i in range(300)]
+    pages[217] = "The eye function creates an identity matrix of the given size."
+    fill(store, model.config.hidden_size, docs={"/docs/octave.pdf": pages})  # 900+ latent positions
+    cfg = AssistantConfig(max_new_tokens=4, reserve_tokens=160, expand_tokens=100, expand_k=1)
+    with Assistant(store, TorchDecoder(model, tok, n_ctx=800), FP, cfg) as a:
+        filled = a.ask("Which function creates an identity matrix?", partial_positions=0)
+        cut = a.ask("Which function creates an identity matrix?", partial_positions=120)
+    (f_read, total), (c_read, _) = filled.partial["/docs/octave.pdf"], cut.partial["/docs/octave.pdf"]
+    assert 0 < c_read * 3 <= 120 < f_read * 3 and f_read < total  # three latent rows a passage
+    assert cut.positions < filled.positions
+    assert cut.citations[0].page == 218 == filled.citations[0].page  # the best passage is read either way
+
+
 def test_one_document_longer_than_the_context_is_read_in_part_not_dropped(store):
     """A 1,000-page manual is the document a user most needs help with: its best passages are read."""
     model, tok = tiny.decoder("gemma"), tiny.tokenizer("gemma")
