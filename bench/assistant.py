@@ -187,8 +187,9 @@ def parse_config(conf: str) -> tuple[str, int, str]:
 def config_options(options: str) -> dict:
     """AssistantConfig fields of a configuration's options: ``inplace`` (expanded passages replace their latents),
     ``topK`` (only the K best-ranked segments as latents, REFRAG-style), ``xK`` (K passages expanded; x0 is
-    latents alone), ``partialK`` (a scope over the context is cut to K positions). ``warm`` is no setting: the run calls ``Assistant.warm`` first, as the app does when idle,
-    so "TTFT cold" is the first question a user asks after the app has read the folder ahead."""
+    latents alone), ``partialK`` (a scope over the context is cut to K positions). ``warm`` is no setting: the
+    run calls ``Assistant.warm`` first, as the app does when idle, so "TTFT cold" is the first question a user
+    asks after the app has read the folder ahead."""
     out: dict = {}
     for opt in options.split(":"):
         if opt in ("append", "inplace"):
@@ -314,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                         "folder holds ~15 answers, so 4 folders give a 4k figure ~60 questions wide)")
     p.add_argument("--configs", nargs="*", default=CONFIGS, help="mode:N[:OPTION...]; options: inplace (expanded passages replace their latents), "
                         "topK (the K best-ranked segments as latents, not the whole scope), xK (expand K passages; "
-                        "x0: latents alone)")
+                        "x0: latents alone), partialK (a scope over the context cut to K positions), warm (the "
+                        "documents block read ahead before the first question)")
     p.add_argument("--beside", type=Path, nargs="*", default=[],
                    help="files put into every folder beside the FAQ answers (e.g. big PDFs, to make the scope "
                         "longer than the context); questions and answers stay the same")

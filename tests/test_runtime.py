@@ -177,7 +177,6 @@ def test_only_indexed_documents_under_watched_folders_are_served(runtime, docs, 
     assert runtime.document_file(outside.id) is None  # a row outside the watched folders is never served
 
 
-
 def test_the_viewer_parses_a_file_once_until_it_changes(runtime, docs, monkeypatch):
     """Each click on a citation showed the file's text by parsing it again (an image: an OCR run)."""
     import app.runtime as rt_mod
@@ -193,6 +192,7 @@ def test_the_viewer_parses_a_file_once_until_it_changes(runtime, docs, monkeypat
     (docs / "ops.txt").write_text(OPS.replace("7431", "7432") + "More text, so the size changes too.\n")
     assert "port 7432" in runtime.document_text(ops)  # an edited file is read afresh
     assert len(calls) == 2
+
 
 def test_reindex_queues_documents_again(runtime):
     assert runtime.reindex() == "2 document(s) queued for indexing"
